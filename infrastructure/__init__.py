@@ -1,0 +1,1 @@
+"""PostgreSQL and Supabase: settings, connections, migrations, recorders, LISTEN."""

@@ -1,0 +1,64 @@
+"""The embedded PostgreSQL server (pgserver), used when no database URL is set."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from domain.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_VARIABLE = "TASKLEDGER_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    configured = os.environ.get(DATA_DIR_VARIABLE)
+    if configured:
+        return Path(configured)
+    import platformdirs  # noqa: PLC0415 (installed with pgserver)
+
+    return Path(platformdirs.user_data_dir("taskledger")) / "pgdata"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 16 server started on demand from the pgserver wheel.
+
+    The server keeps running while any process uses it; the last user to close
+    it stops it, so data persists in the data directory between runs.
+    """
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self.data_dir = data_dir or default_data_dir()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or join) the server and return its connection URL."""
+        try:
+            import pgserver  # noqa: PLC0415 (slow import, needed only here)
+        except ImportError as error:
+            raise ConfigurationError(
+                "no database URL is set and the embedded PostgreSQL (pgserver) is "
+                "not installed; set TASKLEDGER_DATABASE_URL or pip install pgserver"
+            ) from error
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logger.info(
+            "starting embedded PostgreSQL",
+            extra={"action": "embedded_start", "data_dir": str(self.data_dir)},
+        )
+        try:
+            self._server = pgserver.get_server(  # type: ignore[attr-defined]
+                self.data_dir, cleanup_mode="stop"
+            )
+        except Exception as error:
+            raise ConfigurationError(
+                f"the embedded PostgreSQL in {self.data_dir} failed to start: {error}"
+            ) from error
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

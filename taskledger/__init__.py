@@ -1,0 +1,36 @@
+"""taskledger: an event-sourced task ledger for AI-agent services."""
+
+from domain.errors import (
+    CommandRejectedError,
+    ConcurrencyConflictError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    IdempotencyConflictError,
+    InvalidInputError,
+    InvalidTransitionError,
+    LedgerError,
+    StorageError,
+    TaskNotFoundError,
+)
+from domain.record import TaskRecord
+from domain.status import TaskStatus
+from taskledger.ledger import TaskLedger
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CommandRejectedError",
+    "ConcurrencyConflictError",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "IdempotencyConflictError",
+    "InvalidInputError",
+    "InvalidTransitionError",
+    "LedgerError",
+    "StorageError",
+    "TaskLedger",
+    "TaskNotFoundError",
+    "TaskRecord",
+    "TaskStatus",
+    "__version__",
+]
