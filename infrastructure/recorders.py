@@ -130,7 +130,21 @@ class TaskEventsRecorder(PostgresApplicationRecorder):
         **_: Any,
     ) -> list[AppendedEvent]:
         """Append events in one transaction and return where they were recorded."""
-        context = context or AppendContext()
+        return self.append_commands(
+            [(stored_events, context or AppendContext())], tracking=tracking
+        )
+
+    def append_commands(
+        self,
+        commands: Sequence[tuple[Sequence[StoredEvent], AppendContext]],
+        *,
+        tracking: Tracking | None = None,
+    ) -> list[AppendedEvent]:
+        """Append the events of several commands in one transaction and statement.
+
+        Each command's context applies to its own events. One conflict (a taken
+        version or idempotency key) rolls back the whole batch.
+        """
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
@@ -138,10 +152,10 @@ class TaskEventsRecorder(PostgresApplicationRecorder):
         ):
             if tracking is not None:
                 self._insert_tracking_in(curs, tracking)
-            if not stored_events:
+            if not any(events for events, _ in commands):
                 return []
             curs.execute("select pg_advisory_xact_lock(%s)", (self.lock_key,))
-            rows = self._insert_rows(curs, stored_events, context)
+            rows = self._insert_rows(curs, commands)
             curs.execute(
                 "select pg_notify(%s, %s)",
                 (self.channel_name, str(rows[-1].position)),
@@ -154,18 +168,15 @@ class TaskEventsRecorder(PostgresApplicationRecorder):
     def _insert_rows(
         self,
         curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        context: AppendContext,
+        commands: Sequence[tuple[Sequence[StoredEvent], AppendContext]],
     ) -> list[AppendedEvent]:
-        params = _columns(stored_events, context)
+        params = _columns(commands)
         try:
             curs.execute(self.insert_statement, params, prepare=True)
         except psycopg.errors.UniqueViolation as error:
-            if (
-                error.diag.constraint_name == IDEMPOTENCY_INDEX
-                and context.idempotency_key
-            ):
-                raise DuplicateIdempotencyKeyError(context.idempotency_key) from error
+            if error.diag.constraint_name == IDEMPOTENCY_INDEX:
+                keys = [c.idempotency_key for _, c in commands if c.idempotency_key]
+                raise DuplicateIdempotencyKeyError(", ".join(keys)) from error
             raise IntegrityError(str(error)) from error
         rows = [
             AppendedEvent(
@@ -271,7 +282,7 @@ def _body(row: DictRow) -> bytes:
 
 
 def _columns(
-    stored_events: Sequence[StoredEvent], context: AppendContext
+    commands: Sequence[tuple[Sequence[StoredEvent], AppendContext]],
 ) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {
         name: []
@@ -287,6 +298,16 @@ def _columns(
             "times",
         )
     }
+    for stored_events, context in commands:
+        _add_columns(columns, stored_events, context)
+    return columns
+
+
+def _add_columns(
+    columns: dict[str, list[Any]],
+    stored_events: Sequence[StoredEvent],
+    context: AppendContext,
+) -> None:
     last = len(stored_events) - 1
     for index, event in enumerate(stored_events):
         document = _json_object(event.state)
@@ -301,12 +322,10 @@ def _columns(
         columns["states"].append(event.state if document is None else None)
         columns["metadata"].append(json.dumps(metadata))
         columns["user_ids"].append(_user_id(document, event.originator_version))
-        columns["times"].append(
-            None
-            if context.use_database_clock or document is None
-            else document.get("timestamp")
-        )
-    return columns
+        given = None
+        if not context.use_database_clock and document is not None:
+            given = document.get("timestamp")
+        columns["times"].append(given)
 
 
 def _json_object(state: bytes) -> dict[str, Any] | None:
