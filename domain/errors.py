@@ -71,3 +71,16 @@ class ConfigurationError(LedgerError):
 
 class ProjectionError(LedgerError):
     """The projector met an event it cannot apply."""
+
+
+class ProjectionLagError(LedgerError):
+    """The projection did not reach a position in time."""
+
+    def __init__(self, position: int, checkpoint: int, timeout: float) -> None:
+        super().__init__(
+            f"the projection did not reach position {position} within {timeout:g} s "
+            f"(it is at {checkpoint}); check that a projector is running "
+            "(TaskLedger.open(project=True) or `taskledger project`)"
+        )
+        self.position = position
+        self.checkpoint = checkpoint

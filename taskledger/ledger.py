@@ -11,7 +11,10 @@ from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
-from domain.errors import InvalidInputError
+from psycopg import Connection as PgConnection
+from psycopg.rows import DictRow
+
+from domain.errors import InvalidInputError, ProjectionLagError
 from domain.record import TaskRecord
 from domain.status import TaskStatus
 from domain.task import Task
@@ -24,11 +27,18 @@ from domain.values import (
     require_id,
     require_text,
 )
+from infrastructure.errors import translated_errors
+from projections.projector import TaskProjector
+from projections.queries import get_task
+from projections.runner import ProjectorRunner
+from projections.tables import ProjectionTables
 from taskledger.commands import CommandContext, CommandResult, TaskCommands
 from taskledger.connect import Connection, connect
 from taskledger.tracking import TrackedTask
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_READ_TIMEOUT = 10.0
 
 
 class TaskLedger:
@@ -38,9 +48,21 @@ class TaskLedger:
     releases its connections (and stops the embedded server if it started one).
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        project: bool = True,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+    ) -> None:
         self._connection = connection
         self._commands = TaskCommands(connection.app)
+        self._tables = ProjectionTables(connection.schema)
+        self._read_timeout = read_timeout
+        self._written_position = 0
+        self._projector = ProjectorRunner(connection.url, TaskProjector(self._tables))
+        if project:
+            self._projector.start()
 
     @classmethod
     def open(
@@ -50,19 +72,27 @@ class TaskLedger:
         schema: str | None = None,
         data_dir: str | Path | None = None,
         migrate: bool = True,
+        project: bool = True,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> TaskLedger:
         """Connect to the database URL, TASKLEDGER_DATABASE_URL or the embedded one.
 
-        Pending migrations are applied unless migrate is False.
+        Pending migrations are applied unless migrate is False. With project
+        (the default) this process runs the projector in a background thread,
+        as the active one or as a standby if another process already does.
+        Queries wait up to read_timeout seconds for the projection to reach
+        this ledger's own latest write.
         """
         path = None if data_dir is None else Path(data_dir)
-        return cls(connect(database_url, schema, path, migrate=migrate))
+        connection = connect(database_url, schema, path, migrate=migrate)
+        return cls(connection, project=project, read_timeout=read_timeout)
 
     @property
     def schema(self) -> str:
         return self._connection.schema
 
     def close(self) -> None:
+        self._projector.stop()
         self._connection.app.close()
         if self._connection.embedded is not None:
             self._connection.embedded.stop()
@@ -272,7 +302,40 @@ class TaskLedger:
         return self._finish(result)
 
     def _finish(self, result: CommandResult) -> TaskRecord:
+        self._written_position = max(self._written_position, result.position)
         return result.task
+
+    # Queries
+
+    def get_task(self, task_id: UUID | str) -> TaskRecord:
+        """Return the task as projected, including this ledger's own writes."""
+        identifier = parse_task_id(task_id)
+        with self._reading("get_task") as conn:
+            return get_task(conn, self._tables, identifier)
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[PgConnection[DictRow]]:
+        self.wait_for_projection(self._written_position)
+        with (
+            translated_errors(action),
+            self._connection.app.recorder.datastore.get_connection() as conn,  # type: ignore[attr-defined]
+        ):
+            yield conn
+
+    def wait_for_projection(self, position: int, timeout: float | None = None) -> None:
+        """Block until the projection has applied every event up to position.
+
+        Other processes get read-your-writes the same way: pass the position of
+        their last command (TaskRecord.position) to this method before reading.
+        """
+        if position <= 0:
+            return
+        limit = self._read_timeout if timeout is None else timeout
+        if self._projector.wait_for(position, limit):
+            return
+        if self._projector.error is not None:
+            raise self._projector.error
+        raise ProjectionLagError(position, self._projector.checkpoint, limit)
 
 
 _CONTEXT_NAMES = frozenset(

@@ -1,0 +1,156 @@
+"""Apply task events to the read model in batches, exactly once.
+
+Each batch runs in one transaction: it locks the projection's checkpoint row,
+reads the events after it in position order, writes the read-model rows (and
+whatever else the projection's writers keep), moves the checkpoint, and sends
+NOTIFY. A crash at any point rolls the whole batch back, so an event is never
+lost or applied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from psycopg import Connection, Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL
+
+from domain.errors import ProjectionError
+from domain.record import TaskRecord, evolve
+from domain.task import Task
+from infrastructure.mapper import PydanticMapper
+from projections.changes import ChangeWriter, TaskChange
+from projections.read_model import TaskRowWriter, TaskUpdateWriter, load_records
+from projections.tables import ProjectionTables
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one committed batch did."""
+
+    first_position: int
+    last_position: int
+    events: int
+
+
+class TaskProjector:
+    """Projects task_events into one set of ProjectionTables."""
+
+    def __init__(
+        self,
+        tables: ProjectionTables,
+        extra_writers: list[ChangeWriter] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        *,
+        notify: bool = True,
+    ) -> None:
+        self.tables = tables
+        self.batch_size = batch_size
+        self.notify = notify
+        self.mapper = PydanticMapper()
+        self.writers: list[ChangeWriter] = [TaskRowWriter(tables.tasks_table)]
+        if tables.updates is not None:
+            self.writers.append(TaskUpdateWriter(tables.table(tables.updates)))
+        self.writers.extend(extra_writers or [])
+        self._select_events = SQL(
+            "select position, task_id, version, topic, payload::text as payload, "
+            "state from {} where position > %s order by position limit %s"
+        ).format(tables.events_table)
+        self._lock_checkpoint = SQL(
+            "select position from {} where projection = %s for update"
+        ).format(tables.checkpoints_table)
+        self._create_checkpoint = SQL(
+            "insert into {} (projection, position) values (%s, 0) "
+            "on conflict (projection) do nothing"
+        ).format(tables.checkpoints_table)
+        self._move_checkpoint = SQL(
+            "update {} set position = %s, updated_at = clock_timestamp() "
+            "where projection = %s"
+        ).format(tables.checkpoints_table)
+
+    def project_batch(self, conn: Connection[DictRow]) -> BatchResult | None:
+        """Apply the next batch of events; return None when there are none."""
+        with conn.transaction(), conn.cursor() as cursor:
+            checkpoint = self._locked_checkpoint(cursor)
+            cursor.execute(self._select_events, (checkpoint, self.batch_size))
+            rows = cursor.fetchall()
+            if not rows:
+                return None
+            changes = self._changes(cursor, rows)
+            for writer in self.writers:
+                writer.write(cursor, changes)
+            last = rows[-1]["position"]
+            cursor.execute(self._move_checkpoint, (last, self.tables.projection))
+            if self.notify:
+                cursor.execute(
+                    "select pg_notify(%s, %s)", (self.tables.updates_channel, str(last))
+                )
+        return BatchResult(rows[0]["position"], last, len(rows))
+
+    def checkpoint(self, conn: Connection[DictRow]) -> int:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                SQL("select position from {} where projection = %s").format(
+                    self.tables.checkpoints_table
+                ),
+                (self.tables.projection,),
+            )
+            row = cursor.fetchone()
+        return 0 if row is None else int(row["position"])
+
+    def _locked_checkpoint(self, cursor: Cursor[DictRow]) -> int:
+        cursor.execute(self._lock_checkpoint, (self.tables.projection,))
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(self._create_checkpoint, (self.tables.projection,))
+            cursor.execute(self._lock_checkpoint, (self.tables.projection,))
+            row = cursor.fetchone()
+        assert row is not None
+        return int(row["position"])
+
+    def _changes(
+        self, cursor: Cursor[DictRow], rows: list[DictRow]
+    ) -> list[TaskChange]:
+        task_ids = {row["task_id"] for row in rows}
+        records: dict[UUID, TaskRecord] = load_records(
+            cursor, self.tables.tasks_table, task_ids
+        )
+        changes = []
+        for row in rows:
+            event = self._decode(row)
+            before = records.get(row["task_id"])
+            after = evolve(before, event).model_copy(
+                update={"position": row["position"]}
+            )
+            records[after.id] = after
+            changes.append(TaskChange(row["position"], event.event_type, before, after))
+        return changes
+
+    def _decode(self, row: DictRow) -> Task.Event:
+        payload = row["payload"]
+        stored = StoredEvent(
+            originator_id=row["task_id"],
+            originator_version=row["version"],
+            topic=row["topic"],
+            state=payload.encode() if payload is not None else bytes(row["state"]),
+        )
+        try:
+            event = self.mapper.to_domain_event(stored)
+        except Exception as error:
+            raise ProjectionError(
+                f"event at position {row['position']} ({row['topic']}) cannot be "
+                f"projected: {error}; the projector stopped there and skips nothing"
+            ) from error
+        if not isinstance(event, Task.Event):
+            raise ProjectionError(
+                f"event at position {row['position']} has topic {row['topic']}, "
+                "which is not a task event; the projector stopped there"
+            )
+        return event

@@ -1,0 +1,107 @@
+"""Read and write agent_tasks rows and task_updates rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+from psycopg.types.json import Jsonb
+
+from domain.record import TaskRecord
+from projections.changes import TaskChange
+
+TASK_COLUMNS = (
+    "id", "agent_id", "agent_name", "message", "task_type", "user_id", "status",
+    "response", "response_data", "error_message", "metadata", "created_at",
+    "updated_at", "started_at", "finished_at", "duration_ms", "wait_ms",
+    "attempts", "version", "position",
+)  # fmt: skip
+
+
+def record_from_row(row: DictRow) -> TaskRecord:
+    return TaskRecord.model_validate({name: row[name] for name in TASK_COLUMNS})
+
+
+def load_records(
+    cursor: Cursor[DictRow], table: Identifier, task_ids: Iterable[UUID]
+) -> dict[UUID, TaskRecord]:
+    cursor.execute(
+        SQL("select * from {} where id = any(%s)").format(table), (list(task_ids),)
+    )
+    return {row["id"]: record_from_row(row) for row in cursor.fetchall()}
+
+
+class TaskRowWriter:
+    """Upserts the latest state of each changed task into an agent_tasks table."""
+
+    def __init__(self, table: Identifier) -> None:
+        columns = SQL(", ").join(Identifier(name) for name in TASK_COLUMNS)
+        values = SQL(", ").join(SQL("%s") for _ in TASK_COLUMNS)
+        updates = SQL(", ").join(
+            SQL("{0} = excluded.{0}").format(Identifier(name))
+            for name in TASK_COLUMNS
+            if name != "id"
+        )
+        self.statement = SQL(
+            "insert into {table} ({columns}, created_position) "
+            "values ({values}, %s) "
+            "on conflict (id) do update set {updates}"
+        ).format(table=table, columns=columns, values=values, updates=updates)
+
+    def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None:
+        latest: dict[UUID, TaskChange] = {}
+        created: dict[UUID, int] = {}
+        for change in changes:
+            latest[change.after.id] = change
+            if change.before is None:
+                created[change.after.id] = change.position
+        params = [
+            (*_row_values(change.after), created.get(task_id, change.position))
+            for task_id, change in latest.items()
+        ]
+        cursor.executemany(self.statement, params)
+
+
+class TaskUpdateWriter:
+    """Appends one task_updates row per change, for subscribers."""
+
+    def __init__(self, table: Identifier) -> None:
+        self.copy = SQL(
+            "copy {} (position, task_id, event_type, agent_id, status, user_id, "
+            "task_type, task) from stdin"
+        ).format(table)
+
+    def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None:
+        with cursor.copy(self.copy) as copy:
+            for change in changes:
+                task = change.after
+                copy.write_row(
+                    (
+                        change.position,
+                        task.id,
+                        change.event_type,
+                        task.agent_id,
+                        task.status.value,
+                        task.user_id,
+                        task.task_type,
+                        task.model_dump_json(),
+                    )
+                )
+
+
+def _row_values(record: TaskRecord) -> tuple[Any, ...]:
+    values = []
+    for name in TASK_COLUMNS:
+        value = getattr(record, name)
+        if name == "metadata":
+            value = Jsonb(value)
+        elif name == "response_data":
+            value = None if value is None else Jsonb(value)
+        elif name == "status":
+            value = value.value
+        values.append(value)
+    return tuple(values)

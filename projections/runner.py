@@ -1,0 +1,173 @@
+"""Run a projector in a background thread, one active process per projection.
+
+The active runner holds a session-level advisory lock for its projection on its
+own connection. Others wait as standbys and retry the lock, so when the active
+process stops or its connection drops, a standby takes over within about one
+poll interval. The checkpoint row is also locked in every batch, so even two
+runners that both believed they were active could not apply an event twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+from psycopg import Connection, sql
+from psycopg.rows import DictRow, dict_row
+
+from domain.errors import ProjectionError
+from projections.projector import BatchResult, TaskProjector
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_NAME = "taskledger-projector"
+MAX_BACKOFF_SECONDS = 5.0
+
+
+def projection_lock_key(schema: str, projection: str) -> int:
+    digest = hashlib.sha256(
+        f"taskledger.project:{schema}:{projection}".encode()
+    ).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class ProjectorRunner:
+    """Keeps one projection up to date until stopped."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        projector: TaskProjector,
+        *,
+        poll_interval: float = 0.5,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.conninfo = conninfo
+        self.projector = projector
+        self.poll_interval = poll_interval
+        self.on_batch = on_batch
+        tables = projector.tables
+        self.lock_key = projection_lock_key(tables.schema, tables.projection)
+        self.error: ProjectionError | None = None
+        self.is_active = False
+        self._checkpoint = 0
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def checkpoint(self) -> int:
+        """The last position this runner saw committed."""
+        return self._checkpoint
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run,
+            name=f"projector-{self.projector.tables.projection}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until the checkpoint reaches position; False on timeout or error."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._checkpoint < position and self.error is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    return False
+                self._changed.wait(min(remaining, 0.05))
+        return self._checkpoint >= position
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self.conninfo,
+                    autocommit=True,
+                    row_factory=dict_row,
+                    application_name=APPLICATION_NAME,
+                ) as conn:
+                    backoff = 0.1
+                    self._serve(conn)
+            except ProjectionError as error:
+                logger.error(  # noqa: TRY400 (the cause is in the message)
+                    "projection %s stopped: %s",
+                    self.projector.tables.projection,
+                    error,
+                    extra={"action": "projection_stopped"},
+                )
+                self.error = error
+                with self._changed:
+                    self._changed.notify_all()
+                return
+            except psycopg.Error as error:
+                self.is_active = False
+                logger.warning(
+                    "projector connection failed, retrying in %.1f s: %s",
+                    backoff,
+                    error,
+                    extra={"action": "projector_reconnect"},
+                )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _serve(self, conn: Connection[DictRow]) -> None:
+        # New events wake the active runner; committed batches wake standbys,
+        # which then publish the checkpoint to their read-your-writes waiters.
+        tables = self.projector.tables
+        for channel in (tables.events_channel, tables.updates_channel):
+            conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
+        while not self._stopping.is_set():
+            if not self.is_active:
+                self.is_active = self._try_lock(conn)
+                if self.is_active:
+                    logger.info(
+                        "projection %s is active in this process",
+                        self.projector.tables.projection,
+                        extra={"action": "projection_active"},
+                    )
+            if self.is_active:
+                self._catch_up(conn)
+            else:
+                self._publish(self.projector.checkpoint(conn))
+            self._wait_for_events(conn)
+
+    def _try_lock(self, conn: Connection[DictRow]) -> bool:
+        row = conn.execute(
+            "select pg_try_advisory_lock(%s) as locked", (self.lock_key,)
+        ).fetchone()
+        return bool(row and row["locked"])
+
+    def _catch_up(self, conn: Connection[DictRow]) -> None:
+        while not self._stopping.is_set():
+            result = self.projector.project_batch(conn)
+            if result is None:
+                self._publish(self.projector.checkpoint(conn))
+                return
+            self._publish(result.last_position)
+            if self.on_batch is not None:
+                self.on_batch(result)
+
+    def _wait_for_events(self, conn: Connection[DictRow]) -> None:
+        # A notification only wakes the loop; the batch query finds the events.
+        for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
+            pass
+
+    def _publish(self, checkpoint: int) -> None:
+        with self._changed:
+            if checkpoint != self._checkpoint:
+                self._checkpoint = checkpoint
+                self._changed.notify_all()
