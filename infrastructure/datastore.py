@@ -17,6 +17,9 @@ class LedgerDatastore(PostgresDatastore):
     A URL keeps options such as sslmode that the host/port/user form would drop.
     Every pooled connection is in autocommit mode with search_path set to the
     ledger's schema, so unqualified names in functions and triggers resolve.
+    Connections are not pinged on checkout (that costs a round trip per
+    command); one broken by a server restart fails its statement with an
+    OperationalError, and the pool discards it when it is returned.
     """
 
     def __init__(
@@ -39,7 +42,7 @@ class LedgerDatastore(PostgresDatastore):
             max_overflow=max_overflow,
             connect_timeout=connect_timeout,
             lock_timeout=lock_timeout,
-            pre_ping=True,
+            pre_ping=False,
         )
         self.settings = settings
         self.pool = ConnectionPool(
@@ -50,7 +53,6 @@ class LedgerDatastore(PostgresDatastore):
             max_size=pool_size + max_overflow,
             open=False,
             configure=_configure_for(settings.schema),
-            check=ConnectionPool.check_connection,
             timeout=connect_timeout,
             name="taskledger",
         )
