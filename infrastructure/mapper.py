@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -26,10 +28,12 @@ class PydanticMapper(Mapper[Any]):
     """A mapper whose stored state is the event's fields as plain JSON.
 
     Datetimes are ISO 8601 strings and UUIDs their canonical strings, so SQL can
-    read payloads directly. Decoding validates the fields with pydantic after
-    upcasting older versions (upcast_vN_vN+1 static methods on the event class).
-    A cipher or compressor, when configured, turns the JSON into bytes that the
-    recorder keeps in the state column instead of the payload column.
+    read payloads directly. The JSON is written in the form PostgreSQL prints a
+    jsonb value (see jsonb_text), so the recorder can keep it in the payload
+    column and still return the stored bytes unchanged. Decoding validates the
+    fields with pydantic after upcasting older versions (upcast_vN_vN+1 static
+    methods on the event class). A cipher or compressor, when configured, turns
+    the JSON into bytes that the recorder keeps in the state column instead.
     """
 
     def __init__(self, transcoder: Any = None, **kwargs: Any) -> None:
@@ -43,9 +47,7 @@ class PydanticMapper(Mapper[Any]):
         class_version = getattr(event_class, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
-        encoded = json.dumps(
-            state, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode("utf-8")
+        encoded = jsonb_text(state).encode("utf-8")
         if self.compressor:
             encoded = self.compressor.compress(encoded)
         if self.cipher:
@@ -67,7 +69,7 @@ class PydanticMapper(Mapper[Any]):
             event: DomainEventProtocol[Any] = _adapter(event_class).validate_python(
                 state
             )
-        except (ValueError, TypeError, ValidationError) as error:
+        except (ValueError, TypeError, RecursionError, ValidationError) as error:
             raise MapperDeserialisationError(
                 f"cannot decode event {stored_event.topic} of "
                 f"{stored_event.originator_id} version "
@@ -99,3 +101,70 @@ def upcast(event_class: type[Any], state: dict[str, Any]) -> None:
     while stored < current:
         getattr(event_class, f"upcast_v{stored}_v{stored + 1}")(state)
         stored += 1
+
+
+def jsonb_text(value: Any) -> str:
+    """Write a JSON value as PostgreSQL prints it after a cast to jsonb.
+
+    PostgreSQL (checked on versions 15 and 16) orders object keys by their
+    length in UTF-8 bytes and then bytewise, puts a space after each comma and
+    colon, and prints numbers in positional notation (1e-07 as 0.0000001,
+    -0.0 as 0.0), so a float of 1e16 or more reads back as an integer that
+    float() turns into the same float. Raises ValueError for NaN, the
+    infinities and strings that UTF-8 cannot encode, and TypeError for values
+    that are not JSON.
+    """
+    parts: list[str] = []
+    _write_jsonb(value, parts)
+    return "".join(parts)
+
+
+def _write_jsonb(value: Any, parts: list[str]) -> None:
+    if value is None:
+        parts.append("null")
+    elif isinstance(value, bool):
+        parts.append("true" if value else "false")
+    elif isinstance(value, int):
+        parts.append(int.__repr__(value))
+    elif isinstance(value, float):
+        parts.append(_numeric_text(value))
+    elif isinstance(value, str):
+        value.encode("utf-8")  # raises for lone surrogates, as jsonb would
+        parts.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, dict):
+        _write_object(value, parts)
+    elif isinstance(value, list | tuple):
+        parts.append("[")
+        for index, item in enumerate(value):
+            if index:
+                parts.append(", ")
+            _write_jsonb(item, parts)
+        parts.append("]")
+    else:
+        raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _write_object(value: dict[Any, Any], parts: list[str]) -> None:
+    keys = []
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"JSON object key {key!r} is not a string")
+        keys.append((len(key.encode("utf-8")), key.encode("utf-8"), key))
+    keys.sort()
+    parts.append("{")
+    for index, (_, _, key) in enumerate(keys):
+        if index:
+            parts.append(", ")
+        parts.append(json.dumps(key, ensure_ascii=False))
+        parts.append(": ")
+        _write_jsonb(value[key], parts)
+    parts.append("}")
+
+
+def _numeric_text(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a JSON number")
+    # repr() is the shortest text that reads back as the same float; numeric
+    # prints that decimal in positional notation, and without a minus on zero.
+    text = format(Decimal(repr(value)), "f")
+    return text.removeprefix("-") if value == 0 else text

@@ -3,6 +3,7 @@
 Select it with PERSISTENCE_MODULE=infrastructure.persistence and give the
 database with TASKLEDGER_DATABASE_URL (and optionally TASKLEDGER_SCHEMA).
 CREATE_TABLE (default yes) applies the ledger's migrations when a recorder is made.
+Snapshots are not supported, because task_events contains events only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from psycopg.rows import DictRow
 from domain.errors import ConfigurationError
 from infrastructure.datastore import LedgerDatastore
 from infrastructure.mapper import PydanticMapper
-from infrastructure.recorders import CheckpointTrackingRecorder, TaskEventsRecorder
+from infrastructure.recorders import (
+    CheckpointTrackingRecorder,
+    TaskEventsAggregateRecorder,
+    TaskEventsRecorder,
+)
 from infrastructure.settings import (
     DATABASE_URL_VARIABLE,
     SCHEMA_VARIABLE,
@@ -39,7 +44,11 @@ from infrastructure.settings import (
 class TaskEventsProcessRecorder(
     CheckpointTrackingRecorder, TaskEventsRecorder, ProcessRecorder
 ):
-    """Records events and a projection's checkpoint in one transaction."""
+    """Records events and a projection's checkpoint in one transaction.
+
+    If either is rejected (a duplicate event, or a position at or below the
+    checkpoint), neither is recorded.
+    """
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore)
@@ -54,6 +63,7 @@ class Factory(
 ):
     """Builds the ledger's recorders from the environment."""
 
+    aggregate_recorder_class = TaskEventsAggregateRecorder
     application_recorder_class = TaskEventsRecorder
     tracking_recorder_class = CheckpointTrackingRecorder
     process_recorder_class = TaskEventsProcessRecorder
@@ -79,8 +89,11 @@ class Factory(
     def mapper(
         self,
         transcoder: Transcoder | None = None,
-        mapper_class: type[Any] | None = None,
+        mapper_class: type[Mapper[Any]] | None = None,
     ) -> Mapper[Any]:
+        """Return a PydanticMapper, unless MAPPER_TOPIC or mapper_class names one."""
+        if mapper_class is not None or self.env.get(self.MAPPER_TOPIC):
+            return super().mapper(transcoder, mapper_class)
         return PydanticMapper(
             transcoder,
             cipher=self.cipher(),
@@ -88,7 +101,16 @@ class Factory(
         )
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
-        return self.application_recorder()
+        if purpose != "events":
+            raise ConfigurationError(
+                f"the taskledger persistence module has no {purpose} table: "
+                "task_events contains events only, so unset IS_SNAPSHOTTING_ENABLED "
+                "and snapshotting_intervals"
+            )
+        recorder = TaskEventsAggregateRecorder(self.datastore)
+        if self.env_create_table():
+            recorder.create_table()
+        return recorder
 
     def application_recorder(self) -> ApplicationRecorder:
         topic = self.env.get(self.APPLICATION_RECORDER_TOPIC)
@@ -113,7 +135,9 @@ class Factory(
         return recorder
 
     def process_recorder(self) -> ProcessRecorder:
-        recorder = TaskEventsProcessRecorder(self.datastore)
+        topic = self.env.get(self.PROCESS_RECORDER_TOPIC)
+        recorder_class = resolve_topic(topic) if topic else TaskEventsProcessRecorder
+        recorder: TaskEventsProcessRecorder = recorder_class(self.datastore)
         if self.env_create_table():
             recorder.create_table()
         return recorder

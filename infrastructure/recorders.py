@@ -1,9 +1,10 @@
 """eventsourcing recorders that keep events in the task_events table.
 
-JSON event state goes to the payload jsonb column, any other state to the state
-bytea column. Appends are serialised with a transaction-level advisory lock, held
-until commit, so positions become visible in the order they were issued and a
-reader that follows positions never passes an event that commits later.
+Appends are serialised with a transaction-level advisory lock, held until
+commit, so positions become visible in the order they were issued and a reader
+that follows positions never passes an event that commits later. The table's
+statement triggers take the same lock for every INSERT and send the NOTIFY that
+wakes subscribers (migration 20261204000010_serialise_appends.sql).
 """
 
 from __future__ import annotations
@@ -13,21 +14,23 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import psycopg.errors
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     Notification,
     OperationalError,
+    ProgrammingError,
     StoredEvent,
     Subscription,
     Tracking,
 )
 from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresSubscription,
@@ -41,6 +44,10 @@ from psycopg.sql import SQL, Composed, Identifier
 EVENTS_TABLE = "task_events"
 CHECKPOINTS_TABLE = "projection_checkpoints"
 IDEMPOTENCY_INDEX = "task_events_idempotency_key"
+# PostgreSQL truncates identifiers, and rejects NOTIFY channel names, longer
+# than NAMEDATALEN - 1 bytes (63 in standard builds).
+MAX_CHANNEL_NAME_BYTES = 63
+_MAX_DECIMAL_DIGITS = 1000
 
 
 class DuplicateIdempotencyKeyError(IntegrityError):
@@ -76,39 +83,67 @@ class AppendedEvent:
     recorded_at: datetime
 
 
+# insert_events() is eventsourcing's interface, whose callers expect to read back
+# exactly the state they stored, so it never rewrites a payload's timestamp.
+_EVENT_TIMES = AppendContext(use_database_clock=False)
+
+
 def event_type_of(topic: str) -> str:
     """Return a topic's short event type: 'domain.task:Task.Started' is 'started'."""
     return topic.rsplit(":", 1)[-1].rsplit(".", 1)[-1].lower()
 
 
 def append_lock_key(schema: str) -> int:
-    """Return the advisory lock key that serialises appends in one schema."""
-    digest = hashlib.sha256(f"taskledger.append:{schema}".encode()).digest()
+    """Return the advisory lock key that serialises appends in one schema.
+
+    The same number as the insert trigger's: the first 64 bits of the MD5 of
+    'taskledger.append:<schema>', read as a signed big-endian integer.
+    """
+    text = f"taskledger.append:{schema}".encode()
+    digest = hashlib.md5(text, usedforsecurity=False).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class TaskEventsRecorder(PostgresApplicationRecorder):
-    """Application recorder on task_events, the table the migrations create."""
+def notification_channel(schema: str, table: str = EVENTS_TABLE) -> str:
+    """Return the channel the insert trigger notifies, cut to 63 bytes."""
+    name = f"{schema}_{table}".encode()[:MAX_CHANNEL_NAME_BYTES]
+    return name.decode("utf-8", "ignore")
+
+
+class TaskEventsAggregateRecorder(PostgresAggregateRecorder):
+    """Aggregate recorder on task_events, the table the migrations create.
+
+    A stored event's state goes to the payload jsonb column when it is a JSON
+    object whose jsonb text form (what `payload::text` returns) is the same
+    bytes, and to the state bytea column otherwise. So select_events() and
+    select_notifications() return every state byte for byte as it was given,
+    while the events of PydanticMapper, which writes that form, stay readable
+    in SQL. Other JSON (compact, with other key order or number spelling,
+    duplicate keys, NaN, NUL or lone surrogate escapes) is kept as bytes.
+
+    One exception is deliberate: append() with AppendContext.use_database_clock
+    sets the payload's top-level "timestamp" to the event's occurred_at (the
+    database clock), so events read back with the time the database gave them.
+    A state kept as bytes is never changed, and its occurred_at is the
+    database clock while its own timestamp stays what the caller encoded.
+    """
 
     def __init__(
         self, datastore: PostgresDatastore, *, events_table_name: str = EVENTS_TABLE
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         self.sql_create_statements = []
-        self.channel_name = f"{datastore.schema}_{events_table_name}"
-        table = Identifier(datastore.schema, events_table_name)
+        self.table = Identifier(datastore.schema, events_table_name)
+        self.channel_name = notification_channel(datastore.schema, events_table_name)
         self.lock_key = append_lock_key(datastore.schema)
-        self.insert_statement = SQL(_INSERT).format(table=table)
+        self.insert_statement = SQL(_INSERT).format(table=self.table)
         self.select_events_statement = SQL(
             "select task_id, version, topic, payload::text as payload, state "
             "from {table} where task_id = %s"
-        ).format(table=table)
-        self.max_notification_id_statement = SQL(
-            "select max(position) as max from {table}"
-        ).format(table=table)
-        self.table = table
+        ).format(table=self.table)
 
     def create_table(self) -> None:
+        """Apply the ledger's migrations, which create task_events."""
         from infrastructure.migrator import apply_migrations  # noqa: PLC0415
 
         with self.datastore.get_connection() as conn:
@@ -118,8 +153,8 @@ class TaskEventsRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        appended = self.append(stored_events, **kwargs)
-        return [event.position for event in appended]
+        self.append(stored_events, context=_EVENT_TIMES, **kwargs)
+        return None
 
     def append(
         self,
@@ -129,7 +164,10 @@ class TaskEventsRecorder(PostgresApplicationRecorder):
         tracking: Tracking | None = None,
         **_: Any,
     ) -> list[AppendedEvent]:
-        """Append events in one transaction and return where they were recorded."""
+        """Append events (and a tracking record) in one transaction.
+
+        Returns where and when each event was recorded, in position order.
+        """
         return self.append_commands(
             [(stored_events, context or AppendContext())], tracking=tracking
         )
@@ -143,7 +181,7 @@ class TaskEventsRecorder(PostgresApplicationRecorder):
         """Append the events of several commands in one transaction and statement.
 
         Each command's context applies to its own events. One conflict (a taken
-        version or idempotency key) rolls back the whole batch.
+        version or idempotency key) rolls back the whole batch, tracking included.
         """
         with (
             self.datastore.get_connection() as conn,
@@ -154,23 +192,25 @@ class TaskEventsRecorder(PostgresApplicationRecorder):
                 self._insert_tracking_in(curs, tracking)
             if not any(events for events, _ in commands):
                 return []
+            # The insert trigger takes this same lock. Taking it here first gives
+            # the INSERT a snapshot that includes every earlier append, because
+            # the clock rule compares with the task's previous occurred_at.
             curs.execute("select pg_advisory_xact_lock(%s)", (self.lock_key,))
-            rows = self._insert_rows(curs, commands)
-            curs.execute(
-                "select pg_notify(%s, %s)",
-                (self.channel_name, str(rows[-1].position)),
-            )
-        return rows
+            return self._insert_rows(curs, commands)
 
     def _insert_tracking_in(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
-        raise IntegrityError("this recorder does not record tracking")
+        raise ProgrammingError(
+            f"{type(self).__name__} does not record tracking; use the process "
+            f"recorder to record {tracking.application_name} position "
+            f"{tracking.notification_id} with events"
+        )
 
     def _insert_rows(
         self,
         curs: Cursor[DictRow],
         commands: Sequence[tuple[Sequence[StoredEvent], AppendContext]],
     ) -> list[AppendedEvent]:
-        params = _columns(commands)
+        params = _insert_parameters(commands)
         try:
             curs.execute(self.insert_statement, params, prepare=True)
         except psycopg.errors.UniqueViolation as error:
@@ -224,6 +264,25 @@ class TaskEventsRecorder(PostgresApplicationRecorder):
                 )
                 for row in curs.fetchall()
             ]
+
+
+class TaskEventsRecorder(TaskEventsAggregateRecorder, PostgresApplicationRecorder):
+    """Application recorder on task_events: events plus their global positions."""
+
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = EVENTS_TABLE
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.max_notification_id_statement = SQL(
+            "select max(position) as max from {table}"
+        ).format(table=self.table)
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        appended = self.append(stored_events, context=_EVENT_TIMES, **kwargs)
+        return [event.position for event in appended]
 
     @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def select_notifications(
@@ -281,7 +340,7 @@ def _body(row: DictRow) -> bytes:
     return bytes(row["state"])
 
 
-def _columns(
+def _insert_parameters(
     commands: Sequence[tuple[Sequence[StoredEvent], AppendContext]],
 ) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {
@@ -291,11 +350,12 @@ def _columns(
             "versions",
             "event_types",
             "topics",
-            "payloads",
+            "texts",
             "states",
             "metadata",
             "user_ids",
             "times",
+            "clocks",
         )
     }
     for stored_events, context in commands:
@@ -310,7 +370,8 @@ def _add_columns(
 ) -> None:
     last = len(stored_events) - 1
     for index, event in enumerate(stored_events):
-        document = _json_object(event.state)
+        parsed = _json_object(event.state)
+        text, document = parsed if parsed is not None else (None, None)
         metadata = dict(context.metadata)
         if index == last and context.idempotency_key is not None:
             metadata["idempotency_key"] = context.idempotency_key
@@ -318,27 +379,52 @@ def _add_columns(
         columns["versions"].append(event.originator_version)
         columns["event_types"].append(event_type_of(event.topic))
         columns["topics"].append(event.topic)
-        columns["payloads"].append(None if document is None else event.state.decode())
-        columns["states"].append(event.state if document is None else None)
+        columns["texts"].append(text)
+        columns["states"].append(event.state if text is None else None)
         columns["metadata"].append(json.dumps(metadata))
         columns["user_ids"].append(_user_id(document, event.originator_version))
-        given = None
-        if not context.use_database_clock and document is not None:
-            given = document.get("timestamp")
-        columns["times"].append(given)
+        columns["times"].append(
+            None if context.use_database_clock else _event_time(document)
+        )
+        columns["clocks"].append(context.use_database_clock)
 
 
-def _json_object(state: bytes) -> dict[str, Any] | None:
-    """Return the state parsed as a JSON object that jsonb can store, else None."""
+def _json_object(state: bytes) -> tuple[str, dict[str, Any]] | None:
+    """Return the state as text and parsed, if it is a JSON object jsonb accepts.
+
+    json.loads() accepts NaN, the infinities, lone surrogate escapes, \\u0000
+    and numbers beyond numeric's range, which jsonb rejects. Whether the text
+    is also in jsonb's own form is checked in SQL.
+    """
     if not state.startswith(b"{"):
         return None
     try:
-        document = json.loads(state)
-    except (ValueError, UnicodeDecodeError):
+        text = state.decode("utf-8")
+        document = json.loads(
+            text, parse_float=_bounded_decimal, parse_constant=_no_constant
+        )
+        again = json.dumps(document, ensure_ascii=False, default=str)
+        again.encode("utf-8")
+    except (ValueError, RecursionError, ArithmeticError):
         return None
-    if not isinstance(document, dict) or b"\\u0000" in state:
+    if not isinstance(document, dict) or "\\u0000" in again:
         return None
-    return document
+    return text, document
+
+
+def _bounded_decimal(text: str) -> Decimal:
+    # numeric keeps at most 16383 digits after the point and 131072 before it;
+    # stay well inside both.
+    number = Decimal(text)
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # json.loads never passes NaN or Infinity here
+    if number.adjusted() > _MAX_DECIMAL_DIGITS or -exponent > _MAX_DECIMAL_DIGITS:
+        raise ValueError(f"{text} is outside the range kept as jsonb")
+    return number
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _user_id(document: dict[str, Any] | None, version: int) -> str | None:
@@ -348,8 +434,22 @@ def _user_id(document: dict[str, Any] | None, version: int) -> str | None:
     return user_id if isinstance(user_id, str) else None
 
 
-# The occurred time is the given one, or the database clock but never earlier than
-# the task's previous event. Payloads with a "timestamp" key get the same value.
+def _event_time(document: dict[str, Any] | None) -> datetime | None:
+    """Return the payload's "timestamp" if it is an ISO 8601 time with a zone."""
+    value = None if document is None else document.get("timestamp")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.utcoffset() is not None else None
+
+
+# A candidate text is kept as jsonb only if jsonb prints it back unchanged.
+# Otherwise its UTF-8 bytes go to state. occurred_at is the event's own time
+# when one was given, else the database clock but never earlier than the task's
+# previous event. With the database clock, a payload's "timestamp" is set to it.
 _INSERT = """
 insert into {table} (
     task_id, version, event_type, topic, payload, state, metadata, user_id,
@@ -357,20 +457,26 @@ insert into {table} (
 )
 select b.task_id, b.version, b.event_type, b.topic,
     case
-        when b.payload is null then null
-        when b.payload::jsonb ? 'timestamp'
-            then jsonb_set(b.payload::jsonb, '{{timestamp}}', to_jsonb(t.occurred_at))
-        else b.payload::jsonb
+        when not j.exact then null
+        when b.database_clock and j.document ? 'timestamp'
+            then jsonb_set(j.document, '{{timestamp}}', to_jsonb(t.occurred_at))
+        else j.document
     end,
-    b.state, b.metadata::jsonb, b.user_id, t.occurred_at
+    case when j.exact then null else coalesce(b.state, convert_to(b.text, 'UTF8')) end,
+    b.metadata::jsonb, b.user_id, t.occurred_at
 from unnest(
     %(task_ids)s::uuid[], %(versions)s::bigint[], %(event_types)s::text[],
-    %(topics)s::text[], %(payloads)s::text[], %(states)s::bytea[],
-    %(metadata)s::text[], %(user_ids)s::text[], %(times)s::timestamptz[]
+    %(topics)s::text[], %(texts)s::text[], %(states)s::bytea[],
+    %(metadata)s::text[], %(user_ids)s::text[], %(times)s::timestamptz[],
+    %(clocks)s::boolean[]
 ) with ordinality as b(
-    task_id, version, event_type, topic, payload, state, metadata, user_id,
-    given_time, n
+    task_id, version, event_type, topic, text, state, metadata, user_id,
+    given_time, database_clock, n
 )
+cross join lateral (select b.text::jsonb as document) d
+cross join lateral (
+    select d.document, coalesce(d.document::text = b.text, false) as exact
+) j
 cross join lateral (
     select coalesce(
         b.given_time,
@@ -386,7 +492,12 @@ returning position, task_id, version, occurred_at, recorded_at
 
 
 class CheckpointTrackingRecorder(PostgresTrackingRecorder):
-    """Tracking recorder on projection_checkpoints: one row per projection."""
+    """Tracking recorder on projection_checkpoints: one row per projection.
+
+    A projection's row contains the highest position recorded for it. Recording
+    a position at or below it raises IntegrityError and changes nothing, so a
+    position is applied once and a checkpoint never moves backwards.
+    """
 
     def __init__(
         self,
@@ -411,6 +522,7 @@ class CheckpointTrackingRecorder(PostgresTrackingRecorder):
         ).format(table=table)
 
     def create_table(self) -> None:
+        """Apply the ledger's migrations, which create projection_checkpoints."""
         from infrastructure.migrator import apply_migrations  # noqa: PLC0415
 
         with self.datastore.get_connection() as conn:

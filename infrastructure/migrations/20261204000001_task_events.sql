@@ -6,7 +6,8 @@
 create table if not exists task_events (
     position bigint generated always as identity,
     task_id uuid not null,
-    version bigint not null check (version >= 1),
+    -- Tasks start at version 1; eventsourcing's recorder contract also writes 0.
+    version bigint not null check (version >= 0),
     event_type text not null,
     topic text not null,
     -- The encoded event when it is JSON; otherwise state holds its bytes.
