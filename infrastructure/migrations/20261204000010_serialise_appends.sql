@@ -29,7 +29,8 @@ create or replace trigger task_events_serialise
 create or replace function task_events_announce() returns trigger
 language plpgsql as $$
 begin
-    perform pg_notify(tg_table_schema || '_' || tg_table_name, '');
+    -- Channel names longer than 63 bytes are rejected; LISTEN truncates them.
+    perform pg_notify(left(tg_table_schema || '_' || tg_table_name, 63), '');
     return null;
 end;
 $$;
