@@ -1,0 +1,1 @@
+"""Benchmarks of taskledger against plain PostgreSQL baselines; see docs/benchmarks.md."""
