@@ -105,6 +105,23 @@ def _create_record_table(conn: psycopg.Connection[object], schema: str) -> None:
             " applied_at timestamptz not null default now())"
         ).format(sql.Identifier(schema))
     )
+    # Row level security without policies hides the table from Supabase's API
+    # roles, should a project's default privileges grant them access. ALTER
+    # TABLE locks the table, so it runs only when the flag is still off.
+    enabled = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            "select relrowsecurity from pg_class where oid = to_regclass(%s)",
+            (f'"{schema}".taskledger_migrations',),
+        )
+        .fetchone()
+    )
+    if enabled is not None and not enabled[0]:
+        conn.execute(
+            sql.SQL(
+                "alter table {}.taskledger_migrations enable row level security"
+            ).format(sql.Identifier(schema))
+        )
 
 
 def _applied_versions(conn: psycopg.Connection[object], schema: str) -> set[str]:
