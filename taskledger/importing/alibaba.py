@@ -1,0 +1,115 @@
+"""Read the pod list of Alibaba's GPU cluster trace (2023) as task histories.
+
+Each row is one pod: created (pending) at creation_time, scheduled
+(processing) at scheduled_time, and ended at deletion_time according to its
+final phase: Succeeded is completed, Failed is failed, and Pending (never
+scheduled) and Running (deleted while running) are cancelled. Times in the
+trace are seconds from the start of the trace; `epoch` places that start.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from domain.status import TaskStatus
+from taskledger.importing.records import (
+    Entry,
+    ReadRules,
+    Rejected,
+    Transition,
+    task_uuid,
+)
+
+ALIBABA_RULES = ReadRules()
+AGENT_ID = "alibaba-gpu"
+AGENT_NAME = "Alibaba GPU cluster"
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Each row yields up to three transitions; positions leave room for them.
+_STEPS_PER_ROW = 3
+
+_END_STATUS = {
+    "Succeeded": TaskStatus.COMPLETED,
+    "Failed": TaskStatus.FAILED,
+    "Pending": TaskStatus.CANCELLED,
+    "Running": TaskStatus.CANCELLED,
+}
+_REQUIRED = ("name", "qos", "pod_phase", "creation_time", "deletion_time")
+_RESOURCES = ("cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec")
+
+
+def read_alibaba(stream: IO[bytes], epoch: datetime = UNIX_EPOCH) -> Iterator[Entry]:
+    """Yield the transitions of every pod row, in row order."""
+    rows = csv.DictReader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
+    missing = [name for name in _REQUIRED if name not in (rows.fieldnames or [])]
+    if missing:
+        yield Rejected(1, "line 1", f"the header lacks {', '.join(missing)}")
+        return
+    # Line 1 is the header, so the first pod is on line 2.
+    for number, row in enumerate(rows, start=2):
+        yield from _pod(row, number, epoch)
+
+
+def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
+    where = f"line {number}"
+    position = number * _STEPS_PER_ROW
+    try:
+        created = _time(row, "creation_time", epoch)
+        deleted = _time(row, "deletion_time", epoch)
+        scheduled = (
+            _time(row, "scheduled_time", epoch) if row.get("scheduled_time") else None
+        )
+    except ValueError as error:
+        yield Rejected(position, where, str(error))
+        return
+    end = _END_STATUS.get(row["pod_phase"])
+    if end is None:
+        yield Rejected(position, where, f"pod_phase {row['pod_phase']!r} is unknown")
+        return
+    name = row["name"]
+    common = {"external_id": name, "task_id": task_uuid(name), "where": where}
+    creation = {
+        "agent_id": AGENT_ID,
+        "agent_name": AGENT_NAME,
+        "task_type": row["qos"] or "unknown",
+        "user_id": None,
+        "message": name,
+    }
+    resources = {key: row[key] for key in _RESOURCES if row.get(key)}
+    yield Transition(
+        line=position,
+        status=TaskStatus.PENDING,
+        occurred_at=created,
+        creation=creation,
+        metadata=resources,
+        **common,
+    )
+    if scheduled is not None:
+        yield Transition(
+            line=position + 1,
+            status=TaskStatus.PROCESSING,
+            occurred_at=scheduled,
+            **common,
+        )
+    reason = f"pod phase {row['pod_phase']} at deletion"
+    yield Transition(
+        line=position + 2,
+        status=end,
+        occurred_at=deleted,
+        error_message=None if end is TaskStatus.COMPLETED else reason,
+        **common,
+    )
+
+
+def _time(row: dict[str, Any], column: str, epoch: datetime) -> datetime:
+    text = row.get(column) or ""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise ValueError(
+            f"{column} {text!r} is not a whole number of seconds"
+        ) from None
+    return epoch + timedelta(seconds=seconds)

@@ -1,0 +1,110 @@
+"""Read JSON Lines task histories: one transition per line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+
+from domain.errors import InvalidInputError
+from domain.status import TaskStatus
+from domain.values import (
+    clean_json,
+    clean_metadata,
+    optional_id,
+    optional_text,
+    require_id,
+    require_text,
+)
+from taskledger.importing.records import (
+    DEFAULT_ID,
+    Entry,
+    ReadRules,
+    Rejected,
+    Transition,
+    task_uuid,
+)
+
+# A transition that the state machine rejects is rejected, as through the API.
+JSONL_RULES = ReadRules()
+
+
+class TransitionLine(BaseModel):
+    """One line of a JSON Lines history."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    task_id: str
+    status: TaskStatus
+    occurred_at: AwareDatetime
+    agent_id: str | None = None
+    agent_name: str | None = None
+    task_type: str | None = None
+    user_id: str | None = None
+    message: str | None = None
+    response: str | None = None
+    response_data: Any = None
+    error_message: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def read_jsonl(stream: IO[bytes]) -> Iterator[Entry]:
+    """Yield one entry per non-blank line of a binary stream."""
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        yield parse_line(raw, number)
+
+
+def parse_line(raw: bytes, number: int) -> Entry:
+    where = f"line {number}"
+    try:
+        line = TransitionLine.model_validate_json(raw)
+        return _transition(line, number, where)
+    except ValidationError as error:
+        return Rejected(number, where, describe_validation_error(error))
+    except InvalidInputError as error:
+        return Rejected(number, where, str(error))
+
+
+def _transition(line: TransitionLine, number: int, where: str) -> Transition:
+    external_id = require_id("task_id", line.task_id)
+    creation = {
+        "agent_id": require_id("agent_id", line.agent_id or DEFAULT_ID),
+        "agent_name": require_id("agent_name", line.agent_name or DEFAULT_ID),
+        "task_type": require_id("task_type", line.task_type or DEFAULT_ID),
+        "user_id": optional_id("user_id", line.user_id),
+        "message": require_text("message", line.message or ""),
+    }
+    return Transition(
+        line=number,
+        where=where,
+        external_id=external_id,
+        task_id=task_uuid(external_id),
+        status=line.status,
+        occurred_at=line.occurred_at,
+        creation=creation,
+        response=optional_text("response", line.response),
+        response_data=clean_json("response_data", line.response_data),
+        error_message=optional_text("error_message", line.error_message),
+        metadata=clean_metadata(line.metadata),
+    )
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Return the first problem pydantic found, as one sentence."""
+    first = error.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return f"invalid JSON: {first['ctx'].get('error', first['msg'])}"
+    if not first["loc"]:
+        return f"the line is not a JSON object: {first['msg']}"
+    field_name = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "missing":
+        return f"field {field_name} is missing"
+    if first["type"] == "extra_forbidden":
+        return f"field {field_name} is not a known field"
+    if first["type"] == "enum":
+        allowed = ", ".join(status.value for status in TaskStatus)
+        return f"status {first['input']!r} is not one of: {allowed}"
+    return f"field {field_name} is invalid: {first['msg']}"

@@ -1,0 +1,397 @@
+"""JSON Lines import through the library: rules, reports and re-runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid5
+
+import psycopg
+import pytest
+
+from taskledger import TaskLedger
+from taskledger.importing import (
+    TASK_ID_NAMESPACE,
+    ImportFormat,
+    ImportOptions,
+    ImportSummary,
+    Rejected,
+    import_file,
+    task_uuid,
+)
+from tests.importing.helpers import (
+    event_count,
+    event_types,
+    events_of,
+    line,
+    write_jsonl,
+)
+
+Db = psycopg.Connection[Any]
+
+
+def run_import(
+    ledger: TaskLedger, path: Path, **options: Any
+) -> tuple[ImportSummary, list[Rejected]]:
+    rejected: list[Rejected] = []
+    summary = import_file(
+        ledger,
+        path,
+        ImportOptions(format=ImportFormat.JSONL, **options),
+        on_rejected=rejected.append,
+    )
+    return summary, rejected
+
+
+def test_lifecycle_lines_become_events(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [
+            line(
+                "a",
+                "pending",
+                0,
+                agent_id="sales",
+                agent_name="Sales",
+                task_type="chat",
+                user_id="u1",
+                message="Hi",
+            ),
+            line("a", "processing", 1),
+            line("a", "waiting", 2),
+            line("a", "processing", 3),
+            line(
+                "a",
+                "completed",
+                4,
+                response="done",
+                response_data={"n": 1},
+                metadata={"tokens": 5},
+            ),
+        ],
+    )
+
+    summary, rejected = run_import(ledger, path)
+
+    assert rejected == []
+    assert (summary.imported, summary.skipped, summary.rejected) == (5, 0, 0)
+    assert event_types(db, "a") == [
+        "created",
+        "started",
+        "waiting",
+        "started",
+        "completed",
+    ]
+    events = events_of(db, task_uuid("a"))
+    assert events[0]["payload"]["agent_id"] == "sales"
+    assert events[0]["payload"]["user_id"] == "u1"
+    assert events[4]["payload"]["response_data"] == {"n": 1}
+    assert events[4]["payload"]["metadata"] == {"tokens": 5}
+    assert events[4]["occurred_at"].isoformat() == "2024-05-01T10:04:00+00:00"
+
+
+def test_task_ids_are_uuid5_in_documented_namespace() -> None:
+    # The README documents this namespace; changing it would break re-imports.
+    assert str(TASK_ID_NAMESPACE) == "fd69ed2b-eba2-4c38-846f-fe293cbca65c"
+    assert task_uuid("order-17") == uuid5(TASK_ID_NAMESPACE, "order-17")
+
+
+def test_missing_fields_get_defaults(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "h.jsonl", [line("a", "pending", 0)])
+
+    run_import(ledger, path)
+
+    payload = events_of(db, task_uuid("a"))[0]["payload"]
+    assert payload["agent_id"] == "unknown"
+    assert payload["agent_name"] == "unknown"
+    assert payload["task_type"] == "unknown"
+    assert payload["message"] == ""
+    assert payload["user_id"] is None
+
+
+@pytest.mark.parametrize(
+    ("status", "types"),
+    [
+        ("pending", ["created"]),
+        ("processing", ["created", "started"]),
+        ("cancelled", ["created", "cancelled"]),
+    ],
+)
+def test_first_line_status_creates_task(
+    ledger: TaskLedger, db: Db, tmp_path: Path, status: str, types: list[str]
+) -> None:
+    path = write_jsonl(tmp_path / "h.jsonl", [line("a", status, 0)])
+
+    summary, _ = run_import(ledger, path)
+
+    assert summary.imported == 1
+    assert event_types(db, "a") == types
+    times = {event["occurred_at"] for event in events_of(db, task_uuid("a"))}
+    assert len(times) == 1
+
+
+@pytest.mark.parametrize("status", ["waiting", "completed", "failed"])
+def test_first_line_other_status_is_rejected(
+    ledger: TaskLedger, db: Db, tmp_path: Path, status: str
+) -> None:
+    path = write_jsonl(tmp_path / "h.jsonl", [line("a", status, 0)])
+
+    summary, rejected = run_import(ledger, path)
+
+    assert summary.rejected == 1
+    assert rejected[0].where == "line 1"
+    assert "first transition must be pending, processing or cancelled" in (
+        rejected[0].reason
+    )
+    assert event_count(db) == 0
+
+
+def test_pending_after_run_is_retry(ledger: TaskLedger, db: Db, tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [
+            line("a", "processing", 0),
+            line("a", "failed", 1, error_message="boom"),
+            line("a", "pending", 2),
+            line("a", "processing", 3),
+            line("a", "pending", 4),
+        ],
+    )
+
+    summary, rejected = run_import(ledger, path)
+
+    assert rejected == []
+    assert summary.imported == 5
+    assert event_types(db, "a") == [
+        "created",
+        "started",
+        "failed",
+        "retried",
+        "started",
+        "retried",
+    ]
+
+
+def test_invalid_lines_are_reported_and_skipped(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [
+            line("a", "processing", 5),
+            "{not json",
+            {"status": "pending", "occurred_at": "2024-05-01T10:00:00Z"},
+            line("b", "paused", 0),
+            line("a", "waiting", 6) | {"occurred_at": "2024-05-01T10:06:00"},
+            line("a", "completed", 4),
+            line("a", "completed", 7),
+            line("a", "cancelled", 8),
+            "",
+            "[1, 2]",
+            line("c", "pending", 0) | {"colour": "red"},
+        ],
+    )
+
+    summary, rejected = run_import(ledger, path)
+
+    reasons = {item.where: item.reason for item in rejected}
+    assert list(reasons) == [
+        "line 2",
+        "line 3",
+        "line 4",
+        "line 5",
+        "line 6",
+        "line 8",
+        "line 10",
+        "line 11",
+    ]
+    assert reasons["line 2"].startswith("invalid JSON")
+    assert reasons["line 3"] == "field task_id is missing"
+    assert reasons["line 4"].startswith("status 'paused' is not one of")
+    assert "timezone" in reasons["line 5"]
+    assert "is earlier than" in reasons["line 6"]
+    assert "is completed: it cannot move to cancelled" in reasons["line 8"]
+    assert "not a JSON object" in reasons["line 10"]
+    assert reasons["line 11"] == "field colour is not a known field"
+    assert (summary.imported, summary.rejected) == (2, 8)
+    assert event_types(db, "a") == ["created", "started", "completed"]
+
+
+def test_strict_stops_at_first_invalid_line(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [line("a", "pending", 0), line("a", "done", 1), line("b", "pending", 2)],
+    )
+
+    summary, rejected = run_import(ledger, path, strict=True)
+
+    assert summary.stopped_at is not None
+    assert summary.stopped_at.where == "line 2"
+    assert [item.where for item in rejected] == ["line 2"]
+    assert event_types(db, "a") == ["created"]
+    assert event_types(db, "b") == []
+
+
+def test_reimport_appends_nothing(ledger: TaskLedger, db: Db, tmp_path: Path) -> None:
+    lines: list[dict[str, Any] | str] = [
+        line("a", "pending", 0),
+        line("b", "processing", 0),
+        line("a", "processing", 1),
+        "broken",
+        line("a", "completed", 2),
+        line("b", "failed", 3, error_message="x"),
+        line("b", "pending", 4),
+        line("b", "processing", 5),
+    ]
+    path = write_jsonl(tmp_path / "h.jsonl", lines)
+    first, _ = run_import(ledger, path, batch_size=3)
+    events_after_first = event_count(db)
+
+    second, rejected = run_import(ledger, path, batch_size=2)
+
+    assert (first.imported, first.rejected) == (7, 1)
+    assert (second.imported, second.skipped, second.rejected) == (0, 7, 1)
+    assert [item.where for item in rejected] == ["line 4"]
+    assert event_count(db) == events_after_first
+
+
+def test_reimport_of_grown_file_appends_new_lines(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    lines: list[dict[str, Any] | str] = [
+        line("a", "pending", 0),
+        line("a", "processing", 1),
+    ]
+    path = write_jsonl(tmp_path / "h.jsonl", lines)
+    run_import(ledger, path)
+
+    write_jsonl(path, [*lines, line("a", "completed", 2), line("b", "pending", 3)])
+    summary, _ = run_import(ledger, path)
+
+    assert (summary.imported, summary.skipped) == (2, 2)
+    assert event_types(db, "a") == ["created", "started", "completed"]
+    keys = [e["metadata"]["idempotency_key"] for e in events_of(db, task_uuid("a"))]
+    assert keys == [f"import:{task_uuid('a')}:{n}" for n in range(3)]
+
+
+def test_changed_line_is_reported_on_reimport(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl", [line("a", "pending", 0), line("a", "processing", 1)]
+    )
+    run_import(ledger, path)
+
+    write_jsonl(path, [line("a", "pending", 0), line("a", "cancelled", 1)])
+    summary, rejected = run_import(ledger, path)
+
+    assert (summary.imported, summary.skipped, summary.rejected) == (0, 1, 1)
+    assert "recorded a different transition" in rejected[0].reason
+    assert event_types(db, "a") == ["created", "started"]
+
+
+def test_second_file_continues_tasks_of_first(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    first = write_jsonl(tmp_path / "monday.jsonl", [line("a", "processing", 0)])
+    second = write_jsonl(tmp_path / "tuesday.jsonl", [line("a", "completed", 9)])
+    run_import(ledger, first)
+
+    summary, rejected = run_import(ledger, second)
+    again, _ = run_import(ledger, second)
+
+    assert rejected == []
+    assert summary.imported == 1
+    assert again.skipped == 1
+    assert event_types(db, "a") == ["created", "started", "completed"]
+
+
+def test_finished_tasks_leave_memory_and_come_back(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [
+            line("a", "processing", 0),
+            line("a", "completed", 1),
+            line("b", "processing", 2),
+            line("a", "pending", 3),
+            line("a", "processing", 4),
+            line("a", "completed", 5),
+        ],
+    )
+
+    summary, rejected = run_import(ledger, path, batch_size=1)
+    again, _ = run_import(ledger, path, batch_size=1)
+
+    assert rejected == []
+    assert summary.imported == 6
+    assert summary.tasks_in_memory == 1
+    assert again.skipped == 6
+    assert event_types(db, "a") == [
+        "created",
+        "started",
+        "completed",
+        "retried",
+        "started",
+        "completed",
+    ]
+
+
+def test_batch_conflict_falls_back_to_single_appends(
+    ledger: TaskLedger, db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [line("a", "processing", 0), line("b", "processing", 0)],
+    )
+    run_import(ledger, path)
+    write_jsonl(
+        path,
+        [
+            line("a", "processing", 0),
+            line("b", "processing", 0),
+            line("a", "completed", 1),
+            line("b", "completed", 1),
+        ],
+    )
+    recorder = ledger._commands.recorder
+    real_append = recorder.append_commands
+    calls: list[int] = []
+
+    def append_after_other_writer(commands: Any, **kwargs: Any) -> Any:
+        calls.append(len(commands))
+        if len(calls) == 1:
+            moment = datetime(2024, 5, 1, 10, 0, 30, tzinfo=UTC)
+            ledger.wait_task(task_uuid("a"), occurred_at=moment)
+        return real_append(commands, **kwargs)
+
+    monkeypatch.setattr(recorder, "append_commands", append_after_other_writer)
+    summary, rejected = run_import(ledger, path)
+
+    assert calls[0] == 2
+    assert rejected == []
+    assert summary.imported == 2
+    assert summary.skipped == 2
+    assert event_types(db, "a") == ["created", "started", "waiting", "completed"]
+    assert event_types(db, "b") == ["created", "started", "completed"]
+
+
+def test_metadata_records_source_and_line(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "h.jsonl", ["", line("a", "processing", 0)])
+
+    run_import(ledger, path, source="nightly")
+
+    metadata = events_of(db, task_uuid("a"))[-1]["metadata"]
+    assert metadata["import"] == {"source": "nightly", "line": 2}
+    assert json.dumps(metadata).count("idempotency_key") == 1
