@@ -109,8 +109,9 @@ def jsonb_text(value: Any) -> str:
     PostgreSQL (checked on versions 15 and 16) orders object keys by their
     length in UTF-8 bytes and then bytewise, puts a space after each comma and
     colon, and prints numbers in positional notation (1e-07 as 0.0000001,
-    -0.0 as 0.0), so a float of 1e16 or more reads back as an integer that
-    float() turns into the same float. Raises ValueError for NaN, the
+    1e16 as 10000000000000000.0, -0.0 as 0.0), keeping the digits after the
+    point that it was given. Every float reads back as the same float, and
+    every integer as the same integer. Raises ValueError for NaN, the
     infinities and strings that UTF-8 cannot encode, and TypeError for values
     that are not JSON.
     """
@@ -166,5 +167,8 @@ def _numeric_text(value: float) -> str:
         raise ValueError(f"{value!r} is not a JSON number")
     # repr() is the shortest text that reads back as the same float; numeric
     # prints that decimal in positional notation, and without a minus on zero.
+    # A ".0" keeps 1e16 and larger floats from reading back as integers.
     text = format(Decimal(repr(value)), "f")
+    if "." not in text:
+        text += ".0"
     return text.removeprefix("-") if value == 0 else text
