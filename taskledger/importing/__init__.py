@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -78,12 +78,15 @@ def import_file(
             if on_progress is not None:
                 on_progress(summary, source_file.bytes_read, source_file.size)
 
-        return importer.run(entries, on_batch=report)
+        try:
+            return importer.run(entries, on_batch=report)
+        finally:
+            entries.close()
 
 
 def _entries(
     source_file: SourceFile, options: ImportOptions
-) -> tuple[Iterator[Entry], ReadRules]:
+) -> tuple[Generator[Entry], ReadRules]:
     if options.format is ImportFormat.JSONL:
         return read_jsonl(source_file.stream), JSONL_RULES
     if options.format is ImportFormat.ALIBABA:

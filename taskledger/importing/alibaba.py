@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -41,16 +41,21 @@ _REQUIRED = ("name", "qos", "pod_phase", "creation_time", "deletion_time")
 _RESOURCES = ("cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec")
 
 
-def read_alibaba(stream: IO[bytes], epoch: datetime = UNIX_EPOCH) -> Iterator[Entry]:
+def read_alibaba(stream: IO[bytes], epoch: datetime = UNIX_EPOCH) -> Generator[Entry]:
     """Yield the transitions of every pod row, in row order."""
-    rows = csv.DictReader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
-    missing = [name for name in _REQUIRED if name not in (rows.fieldnames or [])]
-    if missing:
-        yield Rejected(1, "line 1", f"the header lacks {', '.join(missing)}")
-        return
-    # Line 1 is the header, so the first pod is on line 2.
-    for number, row in enumerate(rows, start=2):
-        yield from _pod(row, number, epoch)
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    try:
+        rows = csv.DictReader(text)
+        missing = [name for name in _REQUIRED if name not in (rows.fieldnames or [])]
+        if missing:
+            yield Rejected(1, "line 1", f"the header lacks {', '.join(missing)}")
+            return
+        # Line 1 is the header, so the first pod is on line 2.
+        for number, row in enumerate(rows, start=2):
+            yield from _pod(row, number, epoch)
+    finally:
+        # The caller owns the binary stream: leave it open.
+        text.detach()
 
 
 def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import IO, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
@@ -49,7 +49,7 @@ class TransitionLine(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-def read_jsonl(stream: IO[bytes]) -> Iterator[Entry]:
+def read_jsonl(stream: IO[bytes]) -> Generator[Entry]:
     """Yield one entry per non-blank line of a binary stream."""
     for number, raw in enumerate(stream, start=1):
         if not raw.strip():

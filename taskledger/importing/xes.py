@@ -7,7 +7,7 @@ memory follows the largest trace, not the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from typing import IO
 from xml.etree.ElementTree import Element, ParseError
@@ -44,7 +44,7 @@ class XesFormatError(Exception):
     """The file is not well-formed XML; the message names where."""
 
 
-def read_xes(stream: IO[bytes], mapping: XesMapping) -> Iterator[Entry]:
+def read_xes(stream: IO[bytes], mapping: XesMapping) -> Generator[Entry]:
     """Yield one entry per event of every trace, in document order."""
     reader = _TraceReader(mapping)
     try:

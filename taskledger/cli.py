@@ -1,0 +1,177 @@
+"""The `taskledger` command line: migrations, imports, the demo and queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import psycopg
+import typer
+from rich.table import Table
+
+from infrastructure.embedded import DATA_DIR_VARIABLE, EmbeddedPostgres
+from infrastructure.errors import translated_errors
+from infrastructure.migrator import Migration, apply_migrations, pending_migrations
+from infrastructure.settings import (
+    DATABASE_URL_VARIABLE,
+    SCHEMA_VARIABLE,
+    mask_conninfo,
+    resolve_database_url,
+    resolve_schema,
+)
+from taskledger import __version__
+from taskledger.cli_common import (
+    LogLevel,
+    Settings,
+    configure_logging,
+    console,
+    reported_errors,
+    settings_of,
+)
+from taskledger.cli_demo import demo
+from taskledger.cli_import import import_command
+
+app = typer.Typer(
+    name="taskledger",
+    help="Record, import and inspect the task events of AI-agent services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"taskledger {__version__}", highlight=False)
+        raise typer.Exit
+
+
+@app.callback()
+def global_options(
+    context: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar=DATABASE_URL_VARIABLE,
+            show_envvar=True,
+            help=(
+                "PostgreSQL URL of the ledger: a direct connection or a "
+                "session-mode pooler. Without it an embedded PostgreSQL starts."
+            ),
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar=DATA_DIR_VARIABLE,
+            show_envvar=True,
+            file_okay=False,
+            help=(
+                "Data directory of the embedded PostgreSQL, used when no database "
+                "URL is set. [default: the user data directory]"
+            ),
+        ),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            envvar=SCHEMA_VARIABLE,
+            show_envvar=True,
+            help="Schema that holds the ledger's tables. [default: public]",
+        ),
+    ] = None,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            "--log-level",
+            case_sensitive=False,
+            help="Lowest level of log messages shown on standard error; debug "
+            "also shows the traceback of an error.",
+        ),
+    ] = LogLevel.WARNING,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version of taskledger and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Record, import and inspect the task events of AI-agent services."""
+    del version
+    configure_logging(log_level)
+    context.obj = Settings(database_url, data_dir, schema, log_level)
+
+
+@app.command()
+@reported_errors
+def migrate(
+    context: typer.Context,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the SQL of pending migrations without running it."
+        ),
+    ] = False,
+) -> None:
+    """Apply the pending SQL migrations to the ledger's schema and list them."""
+    settings = settings_of(context)
+    schema = resolve_schema(settings.schema)
+    url = resolve_database_url(settings.database_url)
+    embedded = None
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = embedded.start()
+    try:
+        with (
+            translated_errors(f"migrating {mask_conninfo(url)}"),
+            psycopg.connect(url, autocommit=True, connect_timeout=10) as conn,
+        ):
+            if dry_run:
+                _print_pending_sql(pending_migrations(conn, schema), schema)
+                return
+            applied = apply_migrations(conn, schema)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    _print_applied(applied, schema, mask_conninfo(url))
+
+
+def _print_pending_sql(pending: list[Migration], schema: str) -> None:
+    if not pending:
+        typer.echo(f"-- schema {schema} is up to date: no migration would run")
+        return
+    for migration in pending:
+        typer.echo(f"-- migration {migration.version}_{migration.name}")
+        typer.echo(f'set local search_path to "{schema}", public;')
+        typer.echo(migration.sql.rstrip() + "\n")
+
+
+def _print_applied(applied: list[Migration], schema: str, url: str) -> None:
+    if not applied:
+        console.print(
+            f"Schema {schema} on {url} is up to date; no migration applied.",
+            highlight=False,
+            markup=False,
+        )
+        return
+    table = Table(title=f"Applied to schema {schema} on {url}", title_justify="left")
+    table.add_column("version")
+    table.add_column("name")
+    for migration in applied:
+        table.add_row(migration.version, migration.name)
+    console.print(table)
+
+
+app.command("import")(import_command)
+app.command("demo")(demo)
+
+
+def main() -> None:
+    """Run the command line (the `taskledger` console script)."""
+    app()

@@ -1,0 +1,145 @@
+"""What every `taskledger` command shares: settings, the ledger, error output."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from domain.errors import LedgerError
+from taskledger.importing import MappingError, XesFormatError
+from taskledger.ledger import TaskLedger
+
+logger = logging.getLogger("taskledger.cli")
+
+console = Console()
+error_console = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The global options, shared by every command through the click context."""
+
+    database_url: str | None = None
+    data_dir: Path | None = None
+    schema: str | None = None
+    log_level: LogLevel = LogLevel.WARNING
+
+
+def settings_of(context: typer.Context) -> Settings:
+    """Return the global options that the main callback stored."""
+    found = context.find_object(Settings)
+    return found or Settings()
+
+
+def configure_logging(level: LogLevel) -> None:
+    """Send log records at `level` and above to standard error, once."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, RichHandler) for handler in root.handlers):
+        handler = RichHandler(console=error_console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+@contextmanager
+def open_ledger(settings: Settings, **options: Any) -> Iterator[TaskLedger]:
+    """Open the ledger the global options name, and close it afterwards."""
+    with TaskLedger.open(
+        settings.database_url,
+        schema=settings.schema,
+        data_dir=settings.data_dir,
+        **options,
+    ) as ledger:
+        yield ledger
+
+
+class CommandFailedError(Exception):
+    """A command cannot go on; the message is the sentence shown to the user."""
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one error sentence and return the exit to raise."""
+    error_console.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
+    return typer.Exit(code)
+
+
+def reported_errors(function: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors a user can fix into one sentence and a non-zero exit.
+
+    With --log-level debug the traceback is logged as well.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except Exception as error:
+            message = describe_error(error) or (
+                f"unexpected {type(error).__name__}: {error}; run with "
+                "--log-level debug to see the traceback"
+            )
+            if _log_level(args, kwargs) is LogLevel.DEBUG:
+                logger.exception("the command failed")
+            raise fail(message) from None
+
+    return wrapper
+
+
+def _log_level(args: tuple[Any, ...], kwargs: dict[str, Any]) -> LogLevel:
+    # Typer passes the click context, of which typer.Context is only a subclass
+    # for annotations, so the context is recognised by its find_object method.
+    for value in (*args, *kwargs.values()):
+        find_object = getattr(value, "find_object", None)
+        if callable(find_object):
+            found = find_object(Settings)
+            if isinstance(found, Settings):
+                return found.log_level
+    return LogLevel.WARNING
+
+
+def describe_error(error: Exception) -> str | None:
+    """Return the sentence for an error the user can act on, else None."""
+    if isinstance(
+        error, CommandFailedError | LedgerError | MappingError | XesFormatError
+    ):
+        return str(error)
+    if isinstance(error, OSError):
+        return _describe_os_error(error)
+    return None
+
+
+def _describe_os_error(error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return f"file {error.filename} not found; check the path"
+    if isinstance(error, IsADirectoryError):
+        return f"{error.filename} is a directory; give a file"
+    if isinstance(error, PermissionError):
+        return f"permission denied reading {error.filename}"
+    return f"{error.filename or 'a file'} cannot be read: {error.strerror}"

@@ -1,0 +1,185 @@
+"""`taskledger demo`: a simulated agent fleet with a live view of the ledger."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from domain.status import TaskStatus
+from taskledger.cli_common import (
+    console,
+    open_ledger,
+    reported_errors,
+    settings_of,
+)
+from taskledger.demo import FleetConfig, FleetSimulator, FleetTotals
+from taskledger.demo.view import LedgerFigures, read_ledger_figures
+
+# Seconds that tasks still running at the end get to finish.
+DRAIN_SECONDS = 15.0
+REFRESH_PER_SECOND = 4
+
+
+@reported_errors
+def demo(
+    context: typer.Context,
+    agents: Annotated[
+        int, typer.Option("--agents", min=1, max=8, help="Number of agent services.")
+    ] = 4,
+    tasks: Annotated[
+        int | None,
+        typer.Option(
+            "--tasks", min=1, help="Number of tasks to run. [default: no limit]"
+        ),
+    ] = None,
+    rate: Annotated[
+        float,
+        typer.Option("--rate", min=0.1, max=1000.0, help="New tasks per second."),
+    ] = 5.0,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--seconds",
+            min=1.0,
+            help="Stop creating tasks after this many seconds, let running tasks "
+            "finish, print a summary and exit. [default: run until Ctrl-C or "
+            "until --tasks are done]",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, max=32, help="Threads that send events to the ledger."
+        ),
+    ] = 4,
+    speed: Annotated[
+        float,
+        typer.Option(
+            "--speed",
+            min=0.1,
+            max=100.0,
+            help="How many times faster than real time the simulated tasks run "
+            "(run times have medians of 0.6 s to 3.5 s at speed 1).",
+        ),
+    ] = 1.0,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the simulation's random choices."),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live/--no-live",
+            help="Show the live view (only on a terminal).",
+        ),
+    ] = True,
+) -> None:
+    """Run a simulated fleet of agents that records its tasks in the ledger."""
+    config = FleetConfig(
+        agents=agents,
+        tasks=tasks,
+        rate=rate,
+        workers=workers,
+        seed=seed,
+        speed=speed,
+    )
+    with open_ledger(settings_of(context)) as ledger:
+        simulator = FleetSimulator(ledger, config)
+        started = time.monotonic()
+        figures = LedgerFigures()
+        show = live and console.is_terminal
+        with (
+            Live(
+                console=console,
+                refresh_per_second=REFRESH_PER_SECOND,
+                transient=False,
+            )
+            if show
+            else _NoLive() as view
+        ):
+            simulator.start()
+            try:
+                while not _done(simulator, started, seconds):
+                    figures = read_ledger_figures(ledger, figures)
+                    view.update(_render(simulator.snapshot(), figures, started))
+                    time.sleep(1.0 / REFRESH_PER_SECOND)
+                drained = simulator.drain(DRAIN_SECONDS)
+            finally:
+                simulator.stop()
+            figures = read_ledger_figures(ledger, figures)
+            view.update(_render(simulator.snapshot(), figures, started))
+        _print_summary(simulator.snapshot(), figures, time.monotonic() - started)
+        if not drained:
+            console.print(
+                f"Some tasks were still running after {DRAIN_SECONDS:.0f} s and "
+                "were left unfinished.",
+                highlight=False,
+            )
+
+
+class _NoLive:
+    """Stands in for rich's Live when the output is not a terminal."""
+
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def update(self, _: object) -> None:
+        return None
+
+
+def _done(simulator: FleetSimulator, started: float, seconds: float | None) -> bool:
+    if seconds is not None and time.monotonic() - started >= seconds:
+        return True
+    return simulator.finished
+
+
+def _render(totals: FleetTotals, figures: LedgerFigures, started: float) -> Group:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    header = Table.grid(padding=(0, 2))
+    header.add_row(
+        f"[bold]{elapsed:,.0f} s[/]",
+        f"{totals.created:,} tasks",
+        f"{totals.events:,} events sent ({totals.events / elapsed:,.1f}/s)",
+        f"{figures.events:,} events in the ledger",
+        f"{totals.errors:,} errors",
+    )
+    statuses = Table(title="Tasks by status (simulator)", title_justify="left")
+    for status in TaskStatus:
+        statuses.add_column(status.value, justify="right")
+    statuses.add_row(*(f"{totals.statuses[s]:,}" for s in TaskStatus))
+    agents = Table(title="Tasks by agent", title_justify="left")
+    agents.add_column("agent")
+    agents.add_column("tasks", justify="right")
+    for agent, count in sorted(totals.agents.items()):
+        agents.add_row(agent, f"{count:,}")
+    kinds = Table(title="Events by kind (simulator)", title_justify="left")
+    kinds.add_column("event")
+    kinds.add_column("count", justify="right")
+    for kind, count in sorted(totals.by_kind.items()):
+        kinds.add_row(kind, f"{count:,}")
+    return Group(header, statuses, agents, kinds, *figures.renderables())
+
+
+def _print_summary(totals: FleetTotals, figures: LedgerFigures, seconds: float) -> None:
+    table = Table(title="Demo summary", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("time", f"{seconds:,.1f} s")
+    table.add_row("tasks created", f"{totals.created:,}")
+    for status in TaskStatus:
+        table.add_row(f"tasks {status.value}", f"{totals.statuses[status]:,}")
+    table.add_row("retries", f"{totals.by_kind['retried']:,}")
+    table.add_row("waits", f"{totals.by_kind['waiting']:,}")
+    table.add_row("events sent", f"{totals.events:,}")
+    table.add_row("events per second", f"{totals.events / max(seconds, 1e-9):,.1f}")
+    table.add_row("events in the ledger", f"{figures.events:,}")
+    table.add_row("errors", f"{totals.errors:,}")
+    console.print(table)

@@ -1,0 +1,248 @@
+"""`taskledger import FILE`: import task histories with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from taskledger.cli_common import (
+    CommandFailedError,
+    console,
+    error_console,
+    open_ledger,
+    reported_errors,
+    settings_of,
+)
+from taskledger.importing import (
+    DEFAULT_BATCH_SIZE,
+    ImportFormat,
+    ImportOptions,
+    ImportSummary,
+    Rejected,
+    detect_format,
+    import_file,
+    load_mapping,
+)
+from taskledger.importing.alibaba import UNIX_EPOCH
+
+DEFAULT_MAX_REPORTS = 100
+
+
+@reported_errors
+def import_command(
+    context: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="File to import: JSON Lines (.jsonl), an XES log (.xes or "
+            ".xes.gz) or Alibaba's GPU pod list (.csv); gzip is detected."
+        ),
+    ],
+    file_format: Annotated[
+        ImportFormat | None,
+        typer.Option(
+            "--format",
+            help="Format of the file. [default: from the file name]",
+        ),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="TOML file that maps XES attributes to task statuses and fields "
+            "(required for XES).",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop at the first invalid entry and exit with code 1, instead "
+            "of reporting and skipping it.",
+        ),
+    ] = False,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="Name recorded with each imported event, by which a re-run "
+            "recognises what it imported before. [default: the file name]",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=10_000,
+            help="Transitions appended per transaction.",
+        ),
+    ] = DEFAULT_BATCH_SIZE,
+    epoch: Annotated[
+        datetime,
+        typer.Option(
+            "--epoch",
+            formats=["%Y-%m-%dT%H:%M:%S%z"],
+            help="Time that second 0 of an Alibaba trace stands for, with a UTC "
+            "offset, e.g. 2023-01-01T00:00:00+00:00. [default: 1970-01-01 UTC]",
+        ),
+    ] = UNIX_EPOCH,
+    max_reports: Annotated[
+        int,
+        typer.Option(
+            "--max-reports",
+            min=0,
+            help="Number of rejected entries listed on standard error; the "
+            "summary counts them all.",
+        ),
+    ] = DEFAULT_MAX_REPORTS,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+) -> None:
+    """Import task transitions from a file; a re-run appends nothing new."""
+    options = _options(file, file_format, mapping, strict, source, batch_size, epoch)
+    reporter = _Reporter(max_reports)
+    started = time.monotonic()
+    with open_ledger(settings_of(context)) as ledger, _progress(as_json) as progress:
+        bar = progress.add_task(
+            "importing", total=file.stat().st_size, entries=0, rate=0.0
+        )
+
+        def on_progress(summary: ImportSummary, done: int, total: int) -> None:
+            entries = _entries(summary)
+            rate = entries / max(time.monotonic() - started, 1e-9)
+            progress.update(bar, completed=min(done, total), entries=entries, rate=rate)
+
+        summary = import_file(
+            ledger,
+            file,
+            options,
+            on_rejected=reporter.report,
+            on_progress=on_progress,
+        )
+    reporter.finish()
+    _print_summary(summary, time.monotonic() - started, as_json)
+    if summary.stopped_at is not None:
+        stop = summary.stopped_at
+        raise CommandFailedError(
+            f"{stop.where} is invalid: {stop.reason}; the import stopped there "
+            "(entries before it were imported). Fix it, or drop --strict to skip "
+            "invalid entries"
+        )
+
+
+def _options(
+    file: Path,
+    file_format: ImportFormat | None,
+    mapping: Path | None,
+    strict: bool,
+    source: str | None,
+    batch_size: int,
+    epoch: datetime,
+) -> ImportOptions:
+    if not file.is_file():
+        if file.exists():
+            raise CommandFailedError(f"{file} is not a file; give a file to import")
+        raise CommandFailedError(f"file {file} not found; check the path")
+    chosen = file_format or detect_format(file)
+    if chosen is None:
+        raise CommandFailedError(
+            f"the format of {file.name} is unknown; name it .jsonl, .xes, .xes.gz "
+            "or .csv, or give --format"
+        )
+    if chosen is ImportFormat.XES and mapping is None:
+        raise CommandFailedError(
+            "an XES import needs --mapping FILE.toml; see examples/mappings/"
+        )
+    if epoch.tzinfo is None:
+        raise CommandFailedError("--epoch needs a UTC offset, e.g. +00:00")
+    return ImportOptions(
+        format=chosen,
+        mapping=None if mapping is None else load_mapping(mapping),
+        strict=strict,
+        source=source,
+        batch_size=batch_size,
+        epoch=epoch,
+    )
+
+
+class _Reporter:
+    """Lists rejected entries on standard error, up to a maximum."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def report(self, rejected: Rejected) -> None:
+        self.count += 1
+        if self.count <= self.limit:
+            error_console.print(
+                f"rejected {rejected.where}: {rejected.reason}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def finish(self) -> None:
+        if self.count > self.limit:
+            error_console.print(
+                f"... and {self.count - self.limit} more rejected entries "
+                "(raise --max-reports to list them)",
+                highlight=False,
+            )
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[entries]:,} entries"),
+        TextColumn("{task.fields[rate]:,.0f}/s"),
+        TimeRemainingColumn(),
+        console=error_console,
+        transient=True,
+        disable=quiet or not error_console.is_terminal,
+    )
+
+
+def _entries(summary: ImportSummary) -> int:
+    return summary.imported + summary.skipped + summary.rejected + summary.ignored
+
+
+def _print_summary(summary: ImportSummary, seconds: float, as_json: bool) -> None:
+    rate = summary.imported / seconds if seconds > 0 else 0.0
+    counts = {
+        "imported": summary.imported,
+        "skipped": summary.skipped,
+        "rejected": summary.rejected,
+        "ignored": summary.ignored,
+        "seconds": round(seconds, 3),
+        "imported_per_second": round(rate, 1),
+    }
+    if as_json:
+        typer.echo(json.dumps(counts))
+        return
+    table = Table(show_header=False, title="Import summary", title_justify="left")
+    table.add_column("count")
+    table.add_column("value", justify="right")
+    table.add_row("imported (appended)", f"{summary.imported:,}")
+    table.add_row("skipped (already in the ledger)", f"{summary.skipped:,}")
+    table.add_row("rejected (invalid)", f"{summary.rejected:,}")
+    table.add_row("ignored (not a transition)", f"{summary.ignored:,}")
+    table.add_row("time", f"{seconds:,.1f} s ({rate:,.0f} imported/s)")
+    console.print(table)

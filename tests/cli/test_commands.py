@@ -1,0 +1,130 @@
+"""Each CLI command, driven through typer's CliRunner on real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from taskledger import __version__
+from taskledger.cli import app
+from tests.cli.conftest import Invoke
+from tests.importing.helpers import event_count, line, write_jsonl
+
+Db = psycopg.Connection[Any]
+
+
+def table_exists(database_url: str, schema: str, table: str) -> bool:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("select to_regclass(%s)", (f"{schema}.{table}",)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def test_version_is_printed() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"taskledger {__version__}"
+
+
+def test_every_option_has_help() -> None:
+    command = typer.main.get_command(app)
+    context = command.make_context("taskledger", [], resilient_parsing=True)
+    commands = {"": command}
+    commands.update(command.commands)  # type: ignore[attr-defined]
+
+    for name, sub in commands.items():
+        assert sub.help, f"command {name!r} has no help"
+        for parameter in sub.get_params(context):
+            text = getattr(parameter, "help", None)
+            if parameter.name == "context":
+                continue
+            assert text, f"option {parameter.name!r} of {name!r} has no help"
+
+
+def test_migrate_applies_then_reports_up_to_date(
+    invoke: Invoke, database_url: str, schema: str
+) -> None:
+    first = invoke("migrate")
+    second = invoke("migrate")
+
+    assert first.exit_code == 0, first.output
+    assert "task_events" in first.stdout
+    assert table_exists(database_url, schema, "task_events")
+    assert second.exit_code == 0
+    assert "is up to date; no migration applied" in second.stdout
+
+
+def test_migrate_dry_run_prints_sql_only(
+    invoke: Invoke, database_url: str, schema: str
+) -> None:
+    result = invoke("migrate", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert "create table if not exists task_events" in result.stdout
+    assert f'set local search_path to "{schema}", public;' in result.stdout
+    assert not table_exists(database_url, schema, "task_events")
+
+
+def test_import_prints_summary_and_reports(
+    invoke: Invoke, db: Db, tmp_path: Path
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [line("a", "processing", 0), "oops", line("a", "completed", 1)],
+    )
+
+    first = invoke("import", str(path), "--json")
+    second = invoke("import", str(path), "--json")
+
+    assert first.exit_code == 0, first.output
+    assert "rejected line 2: invalid JSON" in first.stderr
+    counts = json.loads(first.stdout)
+    assert (counts["imported"], counts["skipped"], counts["rejected"]) == (2, 0, 1)
+    again = json.loads(second.stdout)
+    assert (again["imported"], again["skipped"], again["rejected"]) == (0, 2, 1)
+    assert event_count(db) == 3
+
+
+def test_import_table_summary(invoke: Invoke, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "h.jsonl", [line("a", "pending", 0)])
+
+    result = invoke("import", str(path))
+
+    assert result.exit_code == 0, result.output
+    assert "imported (appended)" in result.stdout
+    assert "skipped (already in the ledger)" in result.stdout
+
+
+def test_import_limits_listed_rejections(invoke: Invoke, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "h.jsonl", ["x", "y", "z"])
+
+    result = invoke("import", str(path), "--max-reports", "1")
+
+    assert result.exit_code == 0
+    assert result.stderr.count("rejected line") == 1
+    assert "... and 2 more rejected entries" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_for_given_seconds(invoke: Invoke, db: Db) -> None:
+    result = invoke(
+        "demo", "--seconds", "2", "--rate", "20", "--speed", "10", "--no-live"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Demo summary" in result.stdout
+    assert "tasks created" in result.stdout
+    assert event_count(db) > 20
+    rows = db.execute(
+        "select count(distinct task_id), count(distinct payload->>'agent_id') "
+        "from task_events where event_type = 'created'"
+    ).fetchone()
+    assert rows is not None
+    assert rows[0] >= 20
+    assert rows[1] > 1

@@ -1,0 +1,126 @@
+"""The CLI's error output: one sentence, non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taskledger.cli import app
+from tests.cli.conftest import Invoke
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("TASKLEDGER_DATABASE_URL", raising=False)
+
+
+def test_unreachable_database_is_one_sentence() -> None:
+    url = "postgresql://alice:s3cret@127.0.0.1:1/ledger"
+
+    result = runner.invoke(app, ["--database-url", url, "migrate"])
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: migrating postgresql://alice:***@")
+    assert "database is unavailable" in result.stderr
+    assert "s3cret" not in result.output
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_transaction_pooler_url_is_rejected() -> None:
+    url = "postgresql://alice:s3cret@127.0.0.1:6543/postgres"
+
+    result = runner.invoke(app, ["--database-url", url, "migrate"])
+
+    assert result.exit_code == 1
+    assert "transaction-mode pooler (port 6543)" in result.stderr
+    assert "alice:***@" in result.stderr
+    assert "s3cret" not in result.output
+
+
+def test_debug_log_level_shows_traceback() -> None:
+    url = "postgresql://alice:s3cret@127.0.0.1:6543/postgres"
+
+    result = runner.invoke(
+        app, ["--database-url", url, "--log-level", "debug", "migrate"]
+    )
+
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr
+    assert "s3cret" not in result.output
+
+
+def test_missing_file_is_named(invoke: Invoke, tmp_path: Path) -> None:
+    result = invoke("import", str(tmp_path / "absent.jsonl"))
+
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: file {tmp_path / 'absent.jsonl'} not found; check the path"
+    )
+
+
+def test_unknown_format_is_named(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "tasks.txt"
+    path.write_text("{}\n")
+
+    result = invoke("import", str(path))
+
+    assert result.exit_code == 1
+    assert "the format of tasks.txt is unknown" in result.stderr
+
+
+def test_xes_without_mapping_is_refused(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "log.xes"
+    path.write_text("<log/>")
+
+    result = invoke("import", str(path))
+
+    assert result.exit_code == 1
+    assert "needs --mapping" in result.stderr
+
+
+def test_wrong_mapping_is_one_sentence(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "log.xes"
+    path.write_text("<log/>")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text("[[status]]\nname = 'A'\nstatus = 'finished'\n")
+
+    result = invoke("import", str(path), "--mapping", str(mapping))
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: mapping file {mapping} is invalid at")
+    assert "Traceback" not in result.output
+
+
+def test_malformed_line_with_strict_exits_non_zero(
+    invoke: Invoke, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text(
+        '{"task_id": "a", "status": "pending", '
+        '"occurred_at": "2024-01-01T00:00:00Z"}\n{"task_id": \n'
+    )
+
+    result = invoke("import", "--strict", str(path))
+
+    assert result.exit_code == 1
+    assert "rejected line 2: invalid JSON" in result.stderr
+    assert "error: line 2 is invalid: invalid JSON" in result.stderr
+    assert "drop --strict" in result.stderr
+
+
+def test_malformed_xes_is_one_sentence(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "log.xes"
+    path.write_text("<log><trace>")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text("[[status]]\nname = 'A'\nstatus = 'pending'\n")
+
+    result = invoke("import", str(path), "--mapping", str(mapping))
+
+    assert result.exit_code == 1
+    assert "the XES file is not well-formed XML" in result.stderr

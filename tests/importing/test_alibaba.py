@@ -1,0 +1,63 @@
+"""Alibaba GPU cluster pod list import."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from taskledger import TaskLedger
+from taskledger.importing import (
+    ImportFormat,
+    ImportOptions,
+    Rejected,
+    import_file,
+    task_uuid,
+)
+from tests.importing.helpers import event_types, events_of
+
+HEADER = (
+    "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,"
+    "creation_time,deletion_time,scheduled_time"
+)
+ROWS = [
+    "pod-ok,1000,2048,1,1000,V100,LS,Succeeded,10,100,20",
+    "pod-bad,1000,2048,1,500,,BE,Failed,10,50,30",
+    "pod-queued,1000,2048,0,0,,BE,Pending,5,60,",
+    "pod-live,1000,2048,1,1000,,LS,Running,0,500,0",
+    "pod-odd,1000,2048,1,1000,,LS,Evicted,0,500,0",
+    "pod-time,1000,2048,1,1000,,LS,Running,soon,500,0",
+]
+
+
+def test_pods_follow_final_phase(
+    ledger: TaskLedger, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "pods.csv"
+    path.write_text("\n".join([HEADER, *ROWS]) + "\n")
+    rejected: list[Rejected] = []
+    epoch = datetime(2023, 7, 1, tzinfo=UTC)
+
+    summary = import_file(
+        ledger,
+        path,
+        ImportOptions(format=ImportFormat.ALIBABA, epoch=epoch),
+        on_rejected=rejected.append,
+    )
+
+    assert summary.imported == 11
+    assert [(item.where, item.reason) for item in rejected] == [
+        ("line 6", "pod_phase 'Evicted' is unknown"),
+        ("line 7", "creation_time 'soon' is not a whole number of seconds"),
+    ]
+    assert event_types(db, "pod-ok") == ["created", "started", "completed"]
+    assert event_types(db, "pod-bad") == ["created", "started", "failed"]
+    assert event_types(db, "pod-queued") == ["created", "cancelled"]
+    assert event_types(db, "pod-live") == ["created", "started", "cancelled"]
+    events = events_of(db, task_uuid("pod-ok"))
+    assert events[0]["occurred_at"] == datetime(2023, 7, 1, 0, 0, 10, tzinfo=UTC)
+    assert events[0]["payload"]["task_type"] == "LS"
+    assert events[0]["payload"]["metadata"]["gpu_spec"] == "V100"
+    assert events[2]["occurred_at"] == datetime(2023, 7, 1, 0, 1, 40, tzinfo=UTC)
