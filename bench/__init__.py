@@ -1,1 +1,1 @@
-"""Benchmarks of taskledger against plain PostgreSQL baselines; see docs/benchmarks.md."""
+"""Benchmarks of taskledger against plain PostgreSQL; see docs/benchmarks.md."""

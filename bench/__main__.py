@@ -9,15 +9,16 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.database import BenchDatabase
 from bench.results import Line, print_line, print_table, to_json
 
-BENCHMARKS = ("appends", "import", "catchup", "realtime", "queries", "scaling")
+BENCHMARKS = ("appends", "catchup", "scaling", "import", "realtime", "queries")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ QUICK = Sizes(
     append_seconds=2.0,
     import_lines=20_000,
     catchup_events=20_000,
-    realtime_seconds=4.0,
+    realtime_seconds=2.0,
     query_tasks=20_000,
     query_small_tasks=2_000,
     query_repeats=50,
@@ -65,6 +66,7 @@ class Run:
     seeds: itertools.count[int]
     lines: list[Line]
     profile_dir: Path | None
+    catchups: dict[int, list[Line]] = field(default_factory=dict)
 
     def add(self, lines: list[Line]) -> None:
         for line in lines:
@@ -104,6 +106,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="multiply every event, line and task count by this factor",
     )
     parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="seconds of each timed append and realtime run (default: 2 in quick "
+        "mode, 10 for appends and 20 for realtime in full mode)",
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, help="also write the lines to this file"
     )
     parser.add_argument(
@@ -121,18 +130,16 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return arguments
 
 
-def scaled(sizes: Sizes, factor: float) -> Sizes:
-    if factor == 1.0:
-        return sizes
+def scaled(sizes: Sizes, factor: float, seconds: float | None) -> Sizes:
 
     def times(value: int) -> int:
         return max(1, round(value * factor))
 
     return Sizes(
-        append_seconds=sizes.append_seconds,
+        append_seconds=seconds or sizes.append_seconds,
         import_lines=times(sizes.import_lines),
         catchup_events=times(sizes.catchup_events),
-        realtime_seconds=sizes.realtime_seconds,
+        realtime_seconds=seconds or sizes.realtime_seconds,
         query_tasks=times(sizes.query_tasks),
         query_small_tasks=times(sizes.query_small_tasks),
         query_repeats=sizes.query_repeats,
@@ -148,15 +155,24 @@ def describe_machine(database: BenchDatabase) -> str:
         f"{memory:.0f} GiB, Python {platform.python_version()}, PostgreSQL "
         f"{database.server_version()} {where}, shared_buffers "
         f"{database.setting('shared_buffers')}, synchronous_commit "
-        f"{database.setting('synchronous_commit')}"
+        f"{database.setting('synchronous_commit')}, load average "
+        f"{os.getloadavg()[0]:.1f} at the start"
     )
 
 
 def run_appends(run: Run) -> None:
-    from bench.appends import AppendSystems, measure_appends  # noqa: PLC0415
+    from bench.appends import (  # noqa: PLC0415
+        AppendSystems,
+        measure_appends,
+        profile_commands,
+    )
 
     systems = AppendSystems.open(run.database, "appends")
     try:
+        if run.profile_dir is not None:
+            profile_commands(
+                systems, run.sizes.append_seconds, run.profile_dir, run.seed()
+            )
         run.add(
             measure_appends(
                 systems,
@@ -190,21 +206,25 @@ def run_scaling(run: Run) -> None:
     finally:
         systems.close()
     for size in run.sizes.scaling_events:
-        run.add(measure_catchup(run.database, size, run.seed(), figure="6"))
+        if size in run.catchups:
+            # Figure 3 already measured this size in this run.
+            run.add([replace(line, figure="6") for line in run.catchups[size]])
+        else:
+            run.add(measure_catchup(run.database, size, run.seed(), figure="6"))
 
 
 def run_catchup(run: Run) -> None:
     from bench.catchup import measure_catchup  # noqa: PLC0415
 
-    run.add(
-        measure_catchup(
-            run.database,
-            run.sizes.catchup_events,
-            run.seed(),
-            figure="3",
-            profile_dir=run.profile_dir,
-        )
+    lines = measure_catchup(
+        run.database,
+        run.sizes.catchup_events,
+        run.seed(),
+        figure="3",
+        profile_dir=run.profile_dir,
     )
+    run.catchups[run.sizes.catchup_events] = lines
+    run.add(lines)
 
 
 def run_import(run: Run) -> None:
@@ -238,7 +258,11 @@ RUNNERS: dict[str, Callable[[Run], None]] = {
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.WARNING)
-    sizes = scaled(QUICK if arguments.quick else FULL, arguments.scale)
+    # pgserver looks up a runtime directory that containers often lack.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    sizes = scaled(
+        QUICK if arguments.quick else FULL, arguments.scale, arguments.seconds
+    )
     started = time.perf_counter()
     with BenchDatabase(arguments.database_url) as database:
         print(describe_machine(database), flush=True)

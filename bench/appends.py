@@ -8,9 +8,11 @@ the same three events (the ledger's encoded payloads) under new task ids.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,6 +29,7 @@ from bench.baselines import (
 )
 from bench.database import BenchDatabase
 from bench.loader import load_events
+from bench.profiling import profiled
 from bench.results import Line, ratio_at_least
 from bench.timing import rate
 from bench.workload import (
@@ -210,31 +213,42 @@ def measure_appends(
     label: str,
     seconds: float,
     seed: int,
+    rounds: int = 3,
 ) -> list[Line]:
-    """Measure all three systems with 1 and 4 writers; return two lines per count."""
+    """Measure all three systems with 1 and 4 writers; return two lines per count.
+
+    The time is split into rounds that take the systems in turn, so that a
+    change in the machine's load during the run falls on all three alike.
+    """
     lines = []
     for writers in WRITER_COUNTS:
-        connections = [
-            systems.database.connect(systems.plain_schema) for _ in range(writers)
-        ]
-        try:
-            plain = rate([systems.plain_worker(c) for c in connections], seconds)
-        finally:
-            for conn in connections:
-                conn.close()
-        stock = rate([systems.stock_worker() for _ in range(writers)], seconds)
         plan_streams = [
             plan_tasks(10_000_000, seed=seed * 100 + index) for index in range(writers)
         ]
-        ledger = rate([systems.ledger_worker(p) for p in plan_streams], seconds)
+        ledger_writers = [systems.ledger_worker(p) for p in plan_streams]
+        stock_writers = [systems.stock_worker() for _ in range(writers)]
+        connections = [
+            systems.database.connect(systems.plain_schema) for _ in range(writers)
+        ]
+        totals = {"plain": 0.0, "stock": 0.0, "ledger": 0.0}
+        try:
+            plain_writers = [systems.plain_worker(c) for c in connections]
+            share = seconds / rounds
+            for _ in range(rounds):
+                totals["plain"] += rate(plain_writers, share) / rounds
+                totals["stock"] += rate(stock_writers, share) / rounds
+                totals["ledger"] += rate(ledger_writers, share) / rounds
+        finally:
+            for conn in connections:
+                conn.close()
         name = f"appends{label}, {writers} writer{'s' if writers > 1 else ''}"
         lines.append(
             Line(
                 figure,
                 name,
                 "commands/s",
-                ledger,
-                plain,
+                totals["ledger"],
+                totals["plain"],
                 "plain INSERT",
                 (ratio_at_least(PLAIN_TARGET),),
             )
@@ -244,10 +258,21 @@ def measure_appends(
                 figure,
                 name,
                 "commands/s",
-                ledger,
-                stock,
+                totals["ledger"],
+                totals["stock"],
                 "eventsourcing recorder",
                 (ratio_at_least(STOCK_TARGET),),
             )
         )
     return lines
+
+
+def profile_commands(
+    systems: AppendSystems, seconds: float, directory: Path, seed: int
+) -> None:
+    """Profile one writer's commands in this thread (pyinstrument sees only it)."""
+    writer = systems.ledger_worker(plan_tasks(10_000_000, seed=seed))
+    with profiled(directory, "appends_1_writer"):
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            writer()
