@@ -6,7 +6,9 @@ them the same way on every path:
   key or JSON string) is replaced by U+FFFD, the Unicode replacement character;
 - NaN and the infinities are rejected, because JSON has no such numbers;
 - JSON nested deeper than MAX_JSON_DEPTH is rejected;
-- integers of any size are kept exactly (jsonb stores them as numeric).
+- integers are kept exactly (jsonb stores them as numeric) up to
+  MAX_INTEGER_DIGITS digits, because Python converts longer ones to text only
+  after sys.set_int_max_str_digits() is raised.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ MAX_ID_LENGTH = 200
 MAX_TEXT_BYTES = 1024 * 1024
 MAX_EVENT_BYTES = 2 * 1024 * 1024
 MAX_JSON_DEPTH = 64
+# Below Python's default limit of 4300 digits for int <-> str conversion.
+MAX_INTEGER_DIGITS = 4000
 REPLACEMENT_CHARACTER = "\ufffd"
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_INTEGER_BOUND = 10**MAX_INTEGER_DIGITS
 
 
 def clean_text(value: str) -> str:
@@ -56,12 +61,14 @@ def optional_id(name: str, value: object) -> str | None:
 def require_text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
-    size = len(value.encode("utf-8", "surrogatepass"))
+    cleaned = clean_text(value)
+    # Measured after the replacement: U+FFFD takes 3 bytes where NUL took 1.
+    size = len(cleaned.encode("utf-8"))
     if size > MAX_TEXT_BYTES:
         raise InvalidInputError(
             f"{name} is {size} bytes long; the maximum is {MAX_TEXT_BYTES} bytes"
         )
-    return clean_text(value)
+    return cleaned
 
 
 def optional_text(name: str, value: object) -> str | None:
@@ -95,7 +102,13 @@ def clean_json(name: str, value: object, depth: int = 0) -> Any:
     """Return a copy of a JSON value that jsonb accepts, or raise InvalidInputError."""
     if depth > MAX_JSON_DEPTH:
         raise InvalidInputError(f"{name} is nested deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) >= _INTEGER_BOUND:
+            raise InvalidInputError(
+                f"{name} contains an integer of more than {MAX_INTEGER_DIGITS} digits"
+            )
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -112,7 +125,13 @@ def clean_json(name: str, value: object, depth: int = 0) -> Any:
                 raise InvalidInputError(
                     f"{name} has a key {key!r} that is not a string"
                 )
-            cleaned[clean_text(key)] = clean_json(name, item, depth + 1)
+            cleaned_key = clean_text(key)
+            if cleaned_key in cleaned:
+                raise InvalidInputError(
+                    f"{name} has keys that become the same key {cleaned_key!r} "
+                    "once NUL characters and lone surrogates are replaced by U+FFFD"
+                )
+            cleaned[cleaned_key] = clean_json(name, item, depth + 1)
         return cleaned
     if isinstance(value, list | tuple):
         return [clean_json(name, item, depth + 1) for item in value]
