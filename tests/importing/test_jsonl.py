@@ -21,6 +21,7 @@ from taskledger.importing import (
     import_file,
     task_uuid,
 )
+from tests.importing.generate_history import write_history
 from tests.importing.helpers import (
     event_count,
     event_types,
@@ -395,3 +396,28 @@ def test_metadata_records_source_and_line(
     metadata = events_of(db, task_uuid("a"))[-1]["metadata"]
     assert metadata["import"] == {"source": "nightly", "line": 2}
     assert json.dumps(metadata).count("idempotency_key") == 1
+
+
+def test_memory_follows_tasks_in_flight(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.jsonl"
+    write_history(path, 3000, in_flight=20)
+    peak = 0
+
+    def watch(summary: ImportSummary, done: int, total: int) -> None:
+        nonlocal peak
+        peak = max(peak, summary.tasks_in_memory)
+
+    summary = import_file(
+        ledger,
+        path,
+        ImportOptions(format=ImportFormat.JSONL, batch_size=100),
+        on_progress=watch,
+    )
+    tasks = db.execute("select count(distinct task_id) from task_events").fetchone()
+
+    assert (summary.imported, summary.rejected) == (3000, 0)
+    assert tasks is not None
+    assert tasks[0] > 400
+    assert peak <= 20
