@@ -1,4 +1,4 @@
-"""What every `taskledger` command shares: settings, the ledger, error output."""
+"""Settings, ledger access and error output shared by the `taskledger` commands."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ ERRORS = ["model timed out", "rate limited by the provider", "tool call failed"]
 
 @dataclass(frozen=True)
 class FleetConfig:
-    """How big and how busy the simulated fleet is."""
+    """Size and load of the simulated fleet."""
 
     agents: int = 4
     tasks: int | None = None
@@ -66,7 +66,7 @@ class FleetConfig:
 
 @dataclass
 class FleetTotals:
-    """What the simulator has done so far."""
+    """Counters of the simulator's work so far."""
 
     created: int = 0
     events: int = 0
@@ -214,7 +214,7 @@ class FleetSimulator:
             return None
 
     def _step(self, task: _SimTask) -> float | None:
-        """Send the task's next command; return the delay before the one after."""
+        """Send the task's next command and return the delay before the one after."""
         try:
             kind, delay = self._advance(task)
         except LedgerError as error:

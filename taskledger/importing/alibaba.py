@@ -70,10 +70,12 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
     except ValueError as error:
         yield Rejected(position, where, str(error))
         return
+
     end = _END_STATUS.get(row["pod_phase"])
     if end is None:
         yield Rejected(position, where, f"pod_phase {row['pod_phase']!r} is unknown")
         return
+
     name = row["name"]
     common = {"external_id": name, "task_id": task_uuid(name), "where": where}
     creation = {
@@ -84,6 +86,7 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
         "message": name,
     }
     resources = {key: row[key] for key in _RESOURCES if row.get(key)}
+
     yield Transition(
         line=position,
         status=TaskStatus.PENDING,
@@ -99,6 +102,7 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
             occurred_at=scheduled,
             **common,
         )
+
     reason = f"pod phase {row['pod_phase']} at deletion"
     yield Transition(
         line=position + 2,

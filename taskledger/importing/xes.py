@@ -74,7 +74,7 @@ class _TraceReader:
 
     def closed(self, element: Element) -> Iterator[Entry]:
         self.depth -= 1
-        # Depth 1 holds the log's children: traces, and log-level elements that
+        # Depth 1 contains the log's children: traces, and log-level elements that
         # are no use here; both are dropped once read.
         if self.depth != 1:
             return
