@@ -19,6 +19,8 @@ from bench.database import BenchDatabase
 from bench.results import Line, print_line, print_table, to_json
 
 BENCHMARKS = ("appends", "catchup", "scaling", "import", "realtime", "queries")
+# Run only when named in --only.
+EXTRAS = ("prototypes",)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(BENCHMARKS),
-        help=f"comma-separated benchmarks to run, from: {', '.join(BENCHMARKS)}",
+        help=f"comma-separated benchmarks to run, from: {', '.join(BENCHMARKS)} "
+        f"(default: all of them), and {', '.join(EXTRAS)}",
     )
     parser.add_argument(
         "--database-url",
@@ -123,9 +126,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     arguments = parser.parse_args(argv)
     chosen = [name.strip() for name in arguments.only.split(",") if name.strip()]
-    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    unknown = sorted(set(chosen) - set(BENCHMARKS) - set(EXTRAS))
     if unknown:
-        parser.error(f"unknown benchmark {', '.join(unknown)}; use {BENCHMARKS}")
+        parser.error(
+            f"unknown benchmark {', '.join(unknown)}; use {BENCHMARKS + EXTRAS}"
+        )
     arguments.only = chosen
     return arguments
 
@@ -245,7 +250,19 @@ def run_queries(run: Run) -> None:
     run.add(measure_queries(run.database, run.sizes, run.seed()))
 
 
+def run_prototypes(run: Run) -> None:
+    from bench.prototypes import (  # noqa: PLC0415
+        measure_catchup_prototypes,
+        measure_prototypes,
+    )
+
+    run.add(measure_prototypes(run.database, run.sizes.append_seconds * 3, run.seed()))
+    events = run.sizes.scaling_events[min(1, len(run.sizes.scaling_events) - 1)]
+    run.add(measure_catchup_prototypes(run.database, events, run.seed()))
+
+
 RUNNERS: dict[str, Callable[[Run], None]] = {
+    "prototypes": run_prototypes,
     "appends": run_appends,
     "import": run_import,
     "catchup": run_catchup,
@@ -279,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:
                 logging.getLogger("bench").exception("benchmark %s failed", name)
                 failed.append(f"{name}: {error}")
-            print(f"-- {name} took {time.perf_counter() - begun:.0f} s", flush=True)
+            print(
+                f"-- {name} took {time.perf_counter() - begun:.0f} s, load average "
+                f"{os.getloadavg()[0]:.1f} at its end",
+                flush=True,
+            )
     print()
     print_table(run.lines, sys.stdout)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
