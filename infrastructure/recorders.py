@@ -10,11 +10,7 @@ wakes subscribers (migration 20261204000010_serialise_appends.sql).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -41,13 +37,39 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
+from infrastructure.event_rows import (
+    INSERT_EVENTS,
+    AppendContext,
+    AppendedEvent,
+    event_type_of,
+    insert_parameters,
+    state_of_row,
+)
+
+# AppendContext, AppendedEvent and event_type_of are defined in event_rows, and
+# callers import them from here as well.
+__all__ = [
+    "CHECKPOINTS_TABLE",
+    "EVENTS_TABLE",
+    "IDEMPOTENCY_INDEX",
+    "MAX_CHANNEL_NAME_BYTES",
+    "AppendContext",
+    "AppendedEvent",
+    "CheckpointTrackingRecorder",
+    "DuplicateIdempotencyKeyError",
+    "TaskEventsAggregateRecorder",
+    "TaskEventsRecorder",
+    "append_lock_key",
+    "event_type_of",
+    "notification_channel",
+]
+
 EVENTS_TABLE = "task_events"
 CHECKPOINTS_TABLE = "projection_checkpoints"
 IDEMPOTENCY_INDEX = "task_events_idempotency_key"
 # PostgreSQL truncates identifiers, and rejects NOTIFY channel names, longer
 # than NAMEDATALEN - 1 bytes (63 in standard builds).
 MAX_CHANNEL_NAME_BYTES = 63
-_MAX_DECIMAL_DIGITS = 1000
 
 
 class DuplicateIdempotencyKeyError(IntegrityError):
@@ -58,39 +80,9 @@ class DuplicateIdempotencyKeyError(IntegrityError):
         self.key = key
 
 
-@dataclass(frozen=True)
-class AppendContext:
-    """Who and what caused an append; stored in the metadata column.
-
-    With use_database_clock, each event's occurred_at is the database clock at
-    the append (never earlier than the task's previous event); otherwise it is
-    the event's own timestamp.
-    """
-
-    metadata: dict[str, Any] = field(default_factory=dict)
-    idempotency_key: str | None = None
-    use_database_clock: bool = True
-
-
-@dataclass(frozen=True)
-class AppendedEvent:
-    """Where and when the database recorded one appended event."""
-
-    position: int
-    task_id: UUID
-    version: int
-    occurred_at: datetime
-    recorded_at: datetime
-
-
 # insert_events() is eventsourcing's interface, whose callers expect to read back
 # exactly the state they stored, so it never rewrites a payload's timestamp.
 _EVENT_TIMES = AppendContext(use_database_clock=False)
-
-
-def event_type_of(topic: str) -> str:
-    """Return a topic's short event type: 'domain.task:Task.Started' is 'started'."""
-    return topic.rsplit(":", 1)[-1].rsplit(".", 1)[-1].lower()
 
 
 def append_lock_key(schema: str) -> int:
@@ -136,7 +128,7 @@ class TaskEventsAggregateRecorder(PostgresAggregateRecorder):
         self.table = Identifier(datastore.schema, events_table_name)
         self.channel_name = notification_channel(datastore.schema, events_table_name)
         self.lock_key = append_lock_key(datastore.schema)
-        self.insert_statement = SQL(_INSERT).format(table=self.table)
+        self.insert_statement = SQL(INSERT_EVENTS).format(table=self.table)
         self.select_events_statement = SQL(
             "select task_id, version, topic, payload::text as payload, state "
             "from {table} where task_id = %s"
@@ -210,7 +202,7 @@ class TaskEventsAggregateRecorder(PostgresAggregateRecorder):
         curs: Cursor[DictRow],
         commands: Sequence[tuple[Sequence[StoredEvent], AppendContext]],
     ) -> list[AppendedEvent]:
-        params = _insert_parameters(commands)
+        params = insert_parameters(commands)
         try:
             curs.execute(self.insert_statement, params, prepare=True)
         except psycopg.errors.UniqueViolation as error:
@@ -260,7 +252,7 @@ class TaskEventsAggregateRecorder(PostgresAggregateRecorder):
                     originator_id=row["task_id"],
                     originator_version=row["version"],
                     topic=row["topic"],
-                    state=_body(row),
+                    state=state_of_row(row),
                 )
                 for row in curs.fetchall()
             ]
@@ -323,7 +315,7 @@ class TaskEventsRecorder(TaskEventsAggregateRecorder, PostgresApplicationRecorde
                     originator_id=row["task_id"],
                     originator_version=row["version"],
                     topic=row["topic"],
-                    state=_body(row),
+                    state=state_of_row(row),
                 )
                 for row in curs.fetchall()
             ]
@@ -332,163 +324,6 @@ class TaskEventsRecorder(TaskEventsAggregateRecorder, PostgresApplicationRecorde
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[Any]:
         return PostgresSubscription(recorder=self, gt=gt, topics=topics)
-
-
-def _body(row: DictRow) -> bytes:
-    if row["payload"] is not None:
-        return str(row["payload"]).encode("utf-8")
-    return bytes(row["state"])
-
-
-def _insert_parameters(
-    commands: Sequence[tuple[Sequence[StoredEvent], AppendContext]],
-) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "task_ids",
-            "versions",
-            "event_types",
-            "topics",
-            "texts",
-            "states",
-            "metadata",
-            "user_ids",
-            "times",
-            "clocks",
-        )
-    }
-    for stored_events, context in commands:
-        _add_columns(columns, stored_events, context)
-    return columns
-
-
-def _add_columns(
-    columns: dict[str, list[Any]],
-    stored_events: Sequence[StoredEvent],
-    context: AppendContext,
-) -> None:
-    last = len(stored_events) - 1
-    for index, event in enumerate(stored_events):
-        parsed = _json_object(event.state)
-        text, document = parsed if parsed is not None else (None, None)
-        metadata = dict(context.metadata)
-        if index == last and context.idempotency_key is not None:
-            metadata["idempotency_key"] = context.idempotency_key
-        columns["task_ids"].append(event.originator_id)
-        columns["versions"].append(event.originator_version)
-        columns["event_types"].append(event_type_of(event.topic))
-        columns["topics"].append(event.topic)
-        columns["texts"].append(text)
-        columns["states"].append(event.state if text is None else None)
-        columns["metadata"].append(json.dumps(metadata))
-        columns["user_ids"].append(_user_id(document, event.originator_version))
-        columns["times"].append(
-            None if context.use_database_clock else _event_time(document)
-        )
-        columns["clocks"].append(context.use_database_clock)
-
-
-def _json_object(state: bytes) -> tuple[str, dict[str, Any]] | None:
-    """Return the state as text and parsed, if it is a JSON object jsonb accepts.
-
-    json.loads() accepts NaN, the infinities, lone surrogate escapes, \\u0000
-    and numbers beyond numeric's range, which jsonb rejects. Whether the text
-    is also in jsonb's own form is checked in SQL.
-    """
-    if not state.startswith(b"{"):
-        return None
-    try:
-        text = state.decode("utf-8")
-        document = json.loads(
-            text, parse_float=_bounded_decimal, parse_constant=_no_constant
-        )
-        again = json.dumps(document, ensure_ascii=False, default=str)
-        again.encode("utf-8")
-    except (ValueError, RecursionError, ArithmeticError):
-        return None
-    if not isinstance(document, dict) or "\\u0000" in again:
-        return None
-    return text, document
-
-
-def _bounded_decimal(text: str) -> Decimal:
-    # numeric keeps at most 16383 digits after the point and 131072 before it;
-    # stay well inside both.
-    number = Decimal(text)
-    exponent = number.as_tuple().exponent
-    assert isinstance(exponent, int)  # json.loads never passes NaN or Infinity here
-    if number.adjusted() > _MAX_DECIMAL_DIGITS or -exponent > _MAX_DECIMAL_DIGITS:
-        raise ValueError(f"{text} is outside the range kept as jsonb")
-    return number
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _user_id(document: dict[str, Any] | None, version: int) -> str | None:
-    if document is None or version != 1:
-        return None
-    user_id = document.get("user_id")
-    return user_id if isinstance(user_id, str) else None
-
-
-def _event_time(document: dict[str, Any] | None) -> datetime | None:
-    """Return the payload's "timestamp" if it is an ISO 8601 time with a zone."""
-    value = None if document is None else document.get("timestamp")
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.utcoffset() is not None else None
-
-
-# A candidate text is kept as jsonb only if jsonb prints it back unchanged.
-# Otherwise its UTF-8 bytes go to state. occurred_at is the event's own time
-# when one was given, else the database clock but never earlier than the task's
-# previous event. With the database clock, a payload's "timestamp" is set to it.
-_INSERT = """
-insert into {table} (
-    task_id, version, event_type, topic, payload, state, metadata, user_id,
-    occurred_at
-)
-select b.task_id, b.version, b.event_type, b.topic,
-    case
-        when not j.exact then null
-        when b.database_clock and j.document ? 'timestamp'
-            then jsonb_set(j.document, '{{timestamp}}', to_jsonb(t.occurred_at))
-        else j.document
-    end,
-    case when j.exact then null else coalesce(b.state, convert_to(b.text, 'UTF8')) end,
-    b.metadata::jsonb, b.user_id, t.occurred_at
-from unnest(
-    %(task_ids)s::uuid[], %(versions)s::bigint[], %(event_types)s::text[],
-    %(topics)s::text[], %(texts)s::text[], %(states)s::bytea[],
-    %(metadata)s::text[], %(user_ids)s::text[], %(times)s::timestamptz[],
-    %(clocks)s::boolean[]
-) with ordinality as b(
-    task_id, version, event_type, topic, text, state, metadata, user_id,
-    given_time, database_clock, n
-)
-cross join lateral (select b.text::jsonb as document) d
-cross join lateral (
-    select d.document, coalesce(d.document::text = b.text, false) as exact
-) j
-cross join lateral (
-    select coalesce(
-        b.given_time,
-        greatest(
-            clock_timestamp(),
-            (select max(p.occurred_at) from {table} p where p.task_id = b.task_id)
-        )
-    ) as occurred_at
-) t
-order by b.n
-returning position, task_id, version, occurred_at, recorded_at
-"""
 
 
 class CheckpointTrackingRecorder(PostgresTrackingRecorder):
