@@ -234,10 +234,11 @@ def measure_appends(
         try:
             plain_writers = [systems.plain_worker(c) for c in connections]
             share = seconds / rounds
+            warmup = min(0.5, share / 2)
             for _ in range(rounds):
-                totals["plain"] += rate(plain_writers, share) / rounds
-                totals["stock"] += rate(stock_writers, share) / rounds
-                totals["ledger"] += rate(ledger_writers, share) / rounds
+                totals["plain"] += rate(plain_writers, share, warmup) / rounds
+                totals["stock"] += rate(stock_writers, share, warmup) / rounds
+                totals["ledger"] += rate(ledger_writers, share, warmup) / rounds
         finally:
             for conn in connections:
                 conn.close()
