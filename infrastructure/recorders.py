@@ -175,13 +175,22 @@ class TaskEventsAggregateRecorder(PostgresAggregateRecorder):
         Each command's context applies to its own events. One conflict (a taken
         version or idempotency key) rolls back the whole batch, tracking included.
         """
+        if tracking is None:
+            if not any(events for events, _ in commands):
+                return []
+            # One autocommit statement is the whole transaction: its insert
+            # trigger takes the append lock, so this costs one round trip. The
+            # statement's snapshot may predate the lock wait, which is harmless:
+            # an append that committed meanwhile on the same task took the same
+            # version, so this one fails on the primary key (a conflict).
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                return self._insert_rows(curs, commands)
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
             conn.cursor() as curs,
         ):
-            if tracking is not None:
-                self._insert_tracking_in(curs, tracking)
+            self._insert_tracking_in(curs, tracking)
             if not any(events for events, _ in commands):
                 return []
             # The insert trigger takes this same lock. Taking it here first gives
