@@ -52,9 +52,11 @@ class TransitionLine(BaseModel):
 def read_jsonl(stream: IO[bytes]) -> Generator[Entry]:
     """Yield one entry per non-blank line of a binary stream."""
     for number, raw in enumerate(stream, start=1):
-        if not raw.strip():
+        # A UTF-8 byte order mark may open the file.
+        content = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
+        if not content.strip():
             continue
-        yield parse_line(raw, number)
+        yield parse_line(content, number)
 
 
 def parse_line(raw: bytes, number: int) -> Entry:

@@ -421,3 +421,18 @@ def test_memory_follows_tasks_in_flight(
     assert tasks is not None
     assert tasks[0] > 400
     assert peak <= 20
+
+
+def test_byte_order_mark_and_crlf_are_accepted(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.jsonl"
+    first = json.dumps(line("a", "processing", 0))
+    second = json.dumps(line("a", "completed", 1))
+    path.write_bytes(b"\xef\xbb\xbf" + f"{first}\r\n{second}\r\n".encode())
+
+    summary, rejected = run_import(ledger, path)
+
+    assert rejected == []
+    assert summary.imported == 2
+    assert event_types(db, "a") == ["created", "started", "completed"]
