@@ -45,11 +45,15 @@ class ProjectorRunner:
         *,
         poll_interval: float = 0.5,
         on_batch: Callable[[BatchResult], None] | None = None,
+        on_idle: Callable[[Connection[DictRow]], None] | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.projector = projector
         self.poll_interval = poll_interval
         self.on_batch = on_batch
+        # Housekeeping (pruning task_updates) run by the active runner on its
+        # connection after each catch-up.
+        self.on_idle = on_idle
         tables = projector.tables
         self.lock_key = projection_lock_key(tables.schema, tables.projection)
         self.error: ProjectionError | None = None
@@ -141,6 +145,8 @@ class ProjectorRunner:
                     )
             if self.is_active:
                 self._catch_up(conn)
+                if self.on_idle is not None:
+                    self.on_idle(conn)
             else:
                 self._publish(self.projector.checkpoint(conn))
             self._wait_for_events(conn)

@@ -14,6 +14,8 @@ from domain.errors import (
 )
 from domain.record import TaskRecord
 from domain.status import TaskStatus
+from domain.update import TaskUpdate, UpdatesPrunedError
+from projections.subscriptions import Subscription
 from taskledger.ledger import TaskLedger
 
 __version__ = "0.1.0"
@@ -28,9 +30,12 @@ __all__ = [
     "InvalidTransitionError",
     "LedgerError",
     "StorageError",
+    "Subscription",
     "TaskLedger",
     "TaskNotFoundError",
     "TaskRecord",
     "TaskStatus",
+    "TaskUpdate",
+    "UpdatesPrunedError",
     "__version__",
 ]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -18,6 +18,7 @@ from domain.errors import InvalidInputError, ProjectionLagError
 from domain.record import TaskRecord
 from domain.status import TaskStatus
 from domain.task import Task
+from domain.update import TaskUpdate
 from domain.values import (
     clean_json,
     clean_metadata,
@@ -28,9 +29,16 @@ from domain.values import (
     require_text,
 )
 from infrastructure.errors import translated_errors
+from infrastructure.listen_updates import UpdateFilter
 from projections.projector import TaskProjector
 from projections.queries import get_task
 from projections.runner import ProjectorRunner
+from projections.subscriptions import Subscription, UpdateFeed
+from projections.subscriptions_async import iterate_updates
+from projections.subscriptions_retention import (
+    DEFAULT_UPDATE_RETENTION,
+    UpdatePruner,
+)
 from projections.tables import ProjectionTables
 from taskledger.commands import CommandContext, CommandResult, TaskCommands
 from taskledger.connect import Connection, connect
@@ -54,13 +62,18 @@ class TaskLedger:
         *,
         project: bool = True,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        update_retention: timedelta = DEFAULT_UPDATE_RETENTION,
     ) -> None:
         self._connection = connection
         self._commands = TaskCommands(connection.app)
         self._tables = ProjectionTables(connection.schema)
         self._read_timeout = read_timeout
         self._written_position = 0
-        self._projector = ProjectorRunner(connection.url, TaskProjector(self._tables))
+        self._feed = UpdateFeed(connection.url, self._tables, self._pooled_connection)
+        pruner = UpdatePruner(self._tables, update_retention)
+        self._projector = ProjectorRunner(
+            connection.url, TaskProjector(self._tables), on_idle=pruner.prune_if_due
+        )
         if project:
             self._projector.start()
 
@@ -74,6 +87,7 @@ class TaskLedger:
         migrate: bool = True,
         project: bool = True,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        update_retention: timedelta = DEFAULT_UPDATE_RETENTION,
     ) -> TaskLedger:
         """Connect to the database URL, TASKLEDGER_DATABASE_URL or the embedded one.
 
@@ -81,17 +95,24 @@ class TaskLedger:
         (the default) this process runs the projector in a background thread,
         as the active one or as a standby if another process already does.
         Queries wait up to read_timeout seconds for the projection to reach
-        this ledger's own latest write.
+        this ledger's own latest write. The projector keeps task_updates rows,
+        which subscriptions read, for update_retention.
         """
         path = None if data_dir is None else Path(data_dir)
         connection = connect(database_url, schema, path, migrate=migrate)
-        return cls(connection, project=project, read_timeout=read_timeout)
+        return cls(
+            connection,
+            project=project,
+            read_timeout=read_timeout,
+            update_retention=update_retention,
+        )
 
     @property
     def schema(self) -> str:
         return self._connection.schema
 
     def close(self) -> None:
+        self._feed.close()
         self._projector.stop()
         self._connection.app.close()
         if self._connection.embedded is not None:
@@ -336,6 +357,53 @@ class TaskLedger:
         if self._projector.error is not None:
             raise self._projector.error
         raise ProjectionLagError(position, self._projector.checkpoint, limit)
+
+    # Subscriptions
+
+    def subscribe(
+        self,
+        callback: Callable[[TaskUpdate], object],
+        agent_id: str | None = None,
+        status: TaskStatus | str | None = None,
+        user_id: str | None = None,
+        task_type: str | None = None,
+        after_position: int | None = None,
+    ) -> Subscription:
+        """Call callback with every projected task update that matches the filters.
+
+        Filters match the task as projected after the event. Without
+        after_position, delivery starts at the head: with the first event
+        appended after subscribe returns. With it, every matching update after
+        that position comes first, then live ones, with no gap and no
+        duplicate. Updates arrive in position order on the subscription's own
+        thread; a callback that raises is logged and delivery goes on.
+        Raises UpdatesPrunedError if retention already deleted updates after
+        after_position.
+        """
+        update_filter = UpdateFilter.of(agent_id, status, user_id, task_type)
+        return self._feed.subscribe(callback, update_filter, after_position)
+
+    def updates(
+        self,
+        agent_id: str | None = None,
+        status: TaskStatus | str | None = None,
+        user_id: str | None = None,
+        task_type: str | None = None,
+        after_position: int | None = None,
+    ) -> AsyncIterator[TaskUpdate]:
+        """Return an async iterator over the updates subscribe() would deliver.
+
+        The subscription starts at the first iteration. Wrap the iterator in
+        contextlib.aclosing() to end it as soon as the `async for` is left.
+        """
+        update_filter = UpdateFilter.of(agent_id, status, user_id, task_type)
+        return iterate_updates(self._feed, update_filter, after_position)
+
+    def _pooled_connection(self) -> AbstractContextManager[PgConnection[DictRow]]:
+        datastore = self._connection.app.recorder.datastore  # type: ignore[attr-defined]
+        connection: AbstractContextManager[PgConnection[DictRow]]
+        connection = datastore.get_connection()
+        return connection
 
 
 _CONTEXT_NAMES = frozenset(
