@@ -56,6 +56,9 @@ class TaskRowWriter:
         latest: dict[UUID, TaskChange] = {}
         created: dict[UUID, int] = {}
         for change in changes:
+            # Moving a task to the end keeps the upserts, and so the logical
+            # replication stream that Supabase Realtime reads, in position order.
+            latest.pop(change.after.id, None)
             latest[change.after.id] = change
             if change.before is None:
                 created[change.after.id] = change.position
