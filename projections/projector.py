@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL
@@ -23,12 +22,16 @@ from domain.record import TaskRecord, evolve
 from domain.task import Task
 from infrastructure.mapper import PydanticMapper
 from projections.changes import ChangeWriter, TaskChange
+from projections.events import decode_event
 from projections.read_model import TaskRowWriter, TaskUpdateWriter, load_records
+from projections.statistics import StatisticsWriter
 from projections.tables import ProjectionTables
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 1000
+# The largest bigint: a batch bound that no position reaches.
+LAST_POSITION = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,17 @@ class TaskProjector:
         self.batch_size = batch_size
         self.notify = notify
         self.mapper = PydanticMapper()
-        self.writers: list[ChangeWriter] = [TaskRowWriter(tables.tasks_table)]
+        self.writers: list[ChangeWriter] = [
+            TaskRowWriter(tables.tasks_table),
+            StatisticsWriter(tables),
+        ]
         if tables.updates is not None:
             self.writers.append(TaskUpdateWriter(tables.table(tables.updates)))
         self.writers.extend(extra_writers or [])
         self._select_events = SQL(
             "select position, task_id, version, topic, payload::text as payload, "
-            "state from {} where position > %s order by position limit %s"
+            "state from {} where position > %s and position <= %s "
+            "order by position limit %s"
         ).format(tables.events_table)
         self._lock_checkpoint = SQL(
             "select position from {} where projection = %s for update"
@@ -75,11 +82,17 @@ class TaskProjector:
             "where projection = %s"
         ).format(tables.checkpoints_table)
 
-    def project_batch(self, conn: Connection[DictRow]) -> BatchResult | None:
-        """Apply the next batch of events; return None when there are none."""
+    def project_batch(
+        self, conn: Connection[DictRow], through: int = LAST_POSITION
+    ) -> BatchResult | None:
+        """Apply the next batch of events up to position through.
+
+        Returns None when there are none. Inside a transaction of the caller's,
+        the batch runs in a savepoint and commits with that transaction.
+        """
         with conn.transaction(), conn.cursor() as cursor:
-            checkpoint = self._locked_checkpoint(cursor)
-            cursor.execute(self._select_events, (checkpoint, self.batch_size))
+            checkpoint = self.lock_checkpoint(cursor)
+            cursor.execute(self._select_events, (checkpoint, through, self.batch_size))
             rows = cursor.fetchall()
             if not rows:
                 return None
@@ -105,7 +118,12 @@ class TaskProjector:
             row = cursor.fetchone()
         return 0 if row is None else int(row["position"])
 
-    def _locked_checkpoint(self, cursor: Cursor[DictRow]) -> int:
+    def lock_checkpoint(self, cursor: Cursor[DictRow]) -> int:
+        """Lock the projection's checkpoint row (creating it) and return it.
+
+        The lock lasts until the transaction ends; every batch takes it first,
+        so a transaction that holds it pauses this projection everywhere.
+        """
         cursor.execute(self._lock_checkpoint, (self.tables.projection,))
         row = cursor.fetchone()
         if row is None:
@@ -134,23 +152,9 @@ class TaskProjector:
         return changes
 
     def _decode(self, row: DictRow) -> Task.Event:
-        payload = row["payload"]
-        stored = StoredEvent(
-            originator_id=row["task_id"],
-            originator_version=row["version"],
-            topic=row["topic"],
-            state=payload.encode() if payload is not None else bytes(row["state"]),
-        )
         try:
-            event = self.mapper.to_domain_event(stored)
-        except Exception as error:
+            return decode_event(self.mapper, row)
+        except ProjectionError as error:
             raise ProjectionError(
-                f"event at position {row['position']} ({row['topic']}) cannot be "
-                f"projected: {error}; the projector stopped there and skips nothing"
+                f"{error}; the projector stopped there and skips nothing"
             ) from error
-        if not isinstance(event, Task.Event):
-            raise ProjectionError(
-                f"event at position {row['position']} has topic {row['topic']}, "
-                "which is not a task event; the projector stopped there"
-            )
-        return event

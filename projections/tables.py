@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from psycopg.sql import Identifier
 
 MAIN_PROJECTION = "agent_tasks"
+REBUILD_PROJECTION = "agent_tasks_rebuild"
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,29 @@ class ProjectionTables:
     projection: str = MAIN_PROJECTION
     tasks: str = "agent_tasks"
     updates: str | None = "task_updates"
+    statistics: str = "task_statistics"
+    duration_bins: str = "task_duration_bins"
+
+    @classmethod
+    def rebuild_copies(cls, schema: str) -> ProjectionTables:
+        """The tables a rebuild fills before they replace the live ones.
+
+        A rebuild writes no task_updates, so subscribers never see old changes
+        again.
+        """
+        return cls(
+            schema,
+            projection=REBUILD_PROJECTION,
+            tasks="agent_tasks_rebuild",
+            updates=None,
+            statistics="task_statistics_rebuild",
+            duration_bins="task_duration_bins_rebuild",
+        )
+
+    @property
+    def read_model_names(self) -> tuple[str, str, str]:
+        """The tables a rebuild replaces: tasks, statistics and duration bins."""
+        return (self.tasks, self.statistics, self.duration_bins)
 
     def table(self, name: str) -> Identifier:
         return Identifier(self.schema, name)
@@ -24,6 +48,24 @@ class ProjectionTables:
     @property
     def tasks_table(self) -> Identifier:
         return self.table(self.tasks)
+
+    @property
+    def statistics_table(self) -> Identifier:
+        return self.table(self.statistics)
+
+    @property
+    def duration_bins_table(self) -> Identifier:
+        return self.table(self.duration_bins)
+
+    @property
+    def duration_bin_function(self) -> Identifier:
+        """The SQL function that maps a duration in ms to its histogram bin."""
+        return self.table("task_duration_bin")
+
+    @property
+    def duration_bin_value_function(self) -> Identifier:
+        """The SQL function that returns the duration a histogram bin reports."""
+        return self.table("task_duration_bin_value")
 
     @property
     def checkpoints_table(self) -> Identifier:

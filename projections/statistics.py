@@ -1,0 +1,149 @@
+"""Keep task statistics: counters and a duration histogram per hourly bucket.
+
+Each task contributes to exactly one bucket, (agent_id, task_type, created
+hour in UTC): one count under its current status, one under retried when it
+has more than one attempt, its duration while it is completed, and its wait
+once it has started. An event changes a task's contribution, so the writer
+subtracts the task's contribution before the event and adds the one after it.
+A task that completes, is retried and completes again therefore counts one
+duration, its latest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from domain.record import TaskRecord
+from domain.status import TaskStatus
+from projections.changes import TaskChange
+from projections.tables import ProjectionTables
+
+STATUS_COLUMNS = tuple(status.value for status in TaskStatus)
+COUNTER_COLUMNS = (
+    *STATUS_COLUMNS,
+    "retried",
+    "duration_count",
+    "duration_sum_ms",
+    "wait_count",
+    "wait_sum_ms",
+)
+
+BucketKey = tuple[str, str, datetime]
+
+
+def created_hour(moment: datetime) -> datetime:
+    """Return the start of the UTC hour that contains moment."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def bucket_key(record: TaskRecord) -> BucketKey:
+    return (record.agent_id, record.task_type, created_hour(record.created_at))
+
+
+def contribution(record: TaskRecord) -> Counter[str]:
+    """Return what one task adds to its bucket's counters."""
+    counts: Counter[str] = Counter({record.status.value: 1})
+    if record.attempts > 1:
+        counts["retried"] = 1
+    if completed_duration(record) is not None:
+        counts["duration_count"] = 1
+        counts["duration_sum_ms"] = record.duration_ms or 0
+    if record.wait_ms is not None:
+        counts["wait_count"] = 1
+        counts["wait_sum_ms"] = record.wait_ms
+    return counts
+
+
+def completed_duration(record: TaskRecord) -> int | None:
+    """Return the duration the histogram counts: a completed task's, else None."""
+    if record.status is TaskStatus.COMPLETED:
+        return record.duration_ms
+    return None
+
+
+class StatisticsWriter:
+    """Applies each change's statistics delta to the counters and the histogram."""
+
+    def __init__(self, tables: ProjectionTables) -> None:
+        columns = SQL(", ").join(Identifier(name) for name in COUNTER_COLUMNS)
+        arrays = SQL(", ").join(SQL("%s::bigint[]") for _ in COUNTER_COLUMNS)
+        additions = SQL(", ").join(
+            SQL("{0} = s.{0} + excluded.{0}").format(Identifier(name))
+            for name in COUNTER_COLUMNS
+        )
+        self.upsert_counters = SQL(
+            "insert into {table} as s (agent_id, task_type, bucket, {columns}) "
+            "select * from unnest(%s::text[], %s::text[], %s::timestamptz[], "
+            "{arrays}) "
+            "on conflict (agent_id, task_type, bucket) do update set {additions}"
+        ).format(
+            table=tables.statistics_table,
+            columns=columns,
+            arrays=arrays,
+            additions=additions,
+        )
+        # Several durations can fall into one bin, so the rows are grouped by
+        # bin first: ON CONFLICT may not update one row twice in a statement.
+        self.upsert_bins = SQL(
+            "insert into {table} as b (agent_id, task_type, bucket, bin, tasks) "
+            "select agent_id, task_type, bucket, {bin}(duration_ms), sum(tasks) "
+            "from unnest(%s::text[], %s::text[], %s::timestamptz[], %s::bigint[], "
+            "%s::bigint[]) as d(agent_id, task_type, bucket, duration_ms, tasks) "
+            "group by 1, 2, 3, 4 "
+            "on conflict (agent_id, task_type, bucket, bin) "
+            "do update set tasks = b.tasks + excluded.tasks"
+        ).format(table=tables.duration_bins_table, bin=tables.duration_bin_function)
+
+    def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None:
+        counters: dict[BucketKey, Counter[str]] = {}
+        durations: Counter[tuple[BucketKey, int]] = Counter()
+        for change in changes:
+            if change.before is not None:
+                _add(counters, durations, change.before, -1)
+            _add(counters, durations, change.after, 1)
+        self._write_counters(cursor, counters)
+        self._write_durations(cursor, durations)
+
+    def _write_counters(
+        self, cursor: Cursor[DictRow], counters: dict[BucketKey, Counter[str]]
+    ) -> None:
+        rows = [
+            (*key, *(counts[name] for name in COUNTER_COLUMNS))
+            for key, counts in counters.items()
+            if any(counts.values())
+        ]
+        if rows:
+            cursor.execute(
+                self.upsert_counters, [list(c) for c in zip(*rows, strict=True)]
+            )
+
+    def _write_durations(
+        self, cursor: Cursor[DictRow], durations: Counter[tuple[BucketKey, int]]
+    ) -> None:
+        rows = [
+            (*key, duration, tasks)
+            for (key, duration), tasks in durations.items()
+            if tasks != 0
+        ]
+        if rows:
+            cursor.execute(self.upsert_bins, [list(c) for c in zip(*rows, strict=True)])
+
+
+def _add(
+    counters: dict[BucketKey, Counter[str]],
+    durations: Counter[tuple[BucketKey, int]],
+    record: TaskRecord,
+    sign: int,
+) -> None:
+    key = bucket_key(record)
+    bucket = counters.setdefault(key, Counter())
+    for name, value in contribution(record).items():
+        bucket[name] += sign * value
+    duration = completed_duration(record)
+    if duration is not None:
+        durations[(key, duration)] += sign
