@@ -1,0 +1,289 @@
+"""Rebuild the read model from all events while writes and reads go on.
+
+The rebuild projects every event into copies of agent_tasks and the statistics
+tables, under a projection and checkpoint of its own, so an interrupted
+rebuild continues where it stopped when run again. Once it has caught up, one
+transaction swaps the copies in:
+
+1. lock the live projection's checkpoint row, which pauses the live projector
+   (each of its batches starts by locking that row);
+2. let the live projection apply the events it has not seen yet, so that
+   task_updates and subscribers miss nothing, then let the copies apply the
+   same events, up to the same position;
+3. lock the live tables, drop them, rename the copies to their names and give
+   them the live tables' grants, policies and publication membership;
+4. drop the rebuild's checkpoint row.
+
+Readers use the old tables until that transaction commits. The rebuild never
+writes task_updates, so subscribers do not receive history again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import psycopg
+from psycopg import Connection
+from psycopg.rows import DictRow, dict_row
+from psycopg.sql import SQL
+from pydantic import BaseModel, ConfigDict
+
+from domain.errors import LedgerError
+from projections.projector import TaskProjector
+from projections.runner import projection_lock_key
+from projections.table_copies import (
+    create_copy,
+    replace_table,
+    same_columns,
+    table_exists,
+)
+from projections.tables import ProjectionTables
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_NAME = "taskledger-rebuild"
+DEFAULT_REBUILD_BATCH_SIZE = 5000
+DEFAULT_LOCK_TIMEOUT = 5.0
+DEFAULT_SWAP_ATTEMPTS = 5
+
+
+class RebuildInProgressError(LedgerError):
+    """Another process is rebuilding the same schema's read model."""
+
+
+class RebuildProgress(BaseModel):
+    """Where a running rebuild is, reported after each batch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Events applied by this run, and the rebuild's checkpoint after them.
+    events_done: int
+    position: int
+    # The head of task_events, and the positions between the checkpoint and it
+    # (positions of rolled-back appends are never used, so this can exceed the
+    # number of events still to apply).
+    head: int
+    remaining: int
+    # Events per second applied by this run.
+    rate: float
+
+
+class RebuildResult(BaseModel):
+    """What a finished rebuild did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    events: int
+    position: int
+    seconds: float
+    resumed: bool
+
+
+ProgressCallback = Callable[[RebuildProgress], None]
+
+
+def rebuild_projection(
+    conninfo: str,
+    schema: str,
+    *,
+    progress: ProgressCallback | None = None,
+    batch_size: int = DEFAULT_REBUILD_BATCH_SIZE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    swap_attempts: int = DEFAULT_SWAP_ATTEMPTS,
+) -> RebuildResult:
+    """Rebuild agent_tasks and the statistics of schema from task_events.
+
+    Raises RebuildInProgressError when another rebuild of the schema runs, and
+    psycopg.errors.LockNotAvailable when readers kept the live tables locked
+    longer than lock_timeout seconds in each of swap_attempts attempts.
+    """
+    live = ProjectionTables(schema)
+    copies = ProjectionTables.rebuild_copies(schema)
+    started = time.monotonic()
+    with psycopg.connect(
+        conninfo,
+        autocommit=True,
+        row_factory=dict_row,
+        application_name=APPLICATION_NAME,
+    ) as conn:
+        _hold_rebuild_lock(conn, copies)
+        resumed = _prepare_copies(conn, live, copies)
+        projector = TaskProjector(copies, batch_size=batch_size, notify=False)
+        events = _catch_up(conn, projector, started, progress)
+        swap = _Swap(conn, live, copies, lock_timeout)
+        position = swap.run(swap_attempts)
+    seconds = time.monotonic() - started
+    logger.info(
+        "rebuilt %s.%s up to position %d in %.1f s",
+        schema,
+        live.tasks,
+        position,
+        seconds,
+        extra={"action": "rebuild_swapped", "position": position},
+    )
+    return RebuildResult(
+        events=events + swap.events, position=position, seconds=seconds, resumed=resumed
+    )
+
+
+def _hold_rebuild_lock(conn: Connection[DictRow], copies: ProjectionTables) -> None:
+    # A session lock: it is released when the connection closes, also on a crash.
+    key = projection_lock_key(copies.schema, copies.projection)
+    row = conn.execute("select pg_try_advisory_lock(%s) as locked", (key,)).fetchone()
+    if not (row and row["locked"]):
+        raise RebuildInProgressError(
+            f"another process is rebuilding the read model of schema "
+            f"{copies.schema}; wait for it to finish or stop it"
+        )
+
+
+def _prepare_copies(
+    conn: Connection[DictRow], live: ProjectionTables, copies: ProjectionTables
+) -> bool:
+    """Create the copies and their checkpoint, or keep them; True when kept."""
+    schema = live.schema
+    pairs = list(zip(live.read_model_names, copies.read_model_names, strict=True))
+    checkpoint = SQL("select position from {} where projection = %s for update").format(
+        copies.checkpoints_table
+    )
+    with conn.transaction():
+        row = conn.execute(checkpoint, (copies.projection,)).fetchone()
+        usable = row is not None and all(
+            table_exists(conn, schema, copy) and same_columns(conn, schema, name, copy)
+            for name, copy in pairs
+        )
+        if usable:
+            assert row is not None
+            logger.info(
+                "resuming the rebuild of %s from position %d",
+                schema,
+                row["position"],
+                extra={"action": "rebuild_resumed", "position": row["position"]},
+            )
+            return True
+        for name, copy in pairs:
+            conn.execute(SQL("drop table if exists {}").format(copies.table(copy)))
+            create_copy(conn, schema, name, copy)
+        conn.execute(
+            SQL(
+                "insert into {} (projection, position) values (%s, 0) "
+                "on conflict (projection) do update set position = 0, "
+                "updated_at = clock_timestamp()"
+            ).format(copies.checkpoints_table),
+            (copies.projection,),
+        )
+    logger.info("started a rebuild of %s", schema, extra={"action": "rebuild_started"})
+    return False
+
+
+def _catch_up(
+    conn: Connection[DictRow],
+    projector: TaskProjector,
+    started: float,
+    progress: ProgressCallback | None,
+) -> int:
+    events = 0
+    head_query = SQL("select coalesce(max(position), 0) as head from {}").format(
+        projector.tables.events_table
+    )
+    while (result := projector.project_batch(conn)) is not None:
+        events += result.events
+        if progress is not None:
+            row = conn.execute(head_query).fetchone()
+            head = 0 if row is None else int(row["head"])
+            elapsed = max(time.monotonic() - started, 1e-9)
+            progress(
+                RebuildProgress(
+                    events_done=events,
+                    position=result.last_position,
+                    head=head,
+                    remaining=max(0, head - result.last_position),
+                    rate=events / elapsed,
+                )
+            )
+    return events
+
+
+class _Swap:
+    """The transaction that finishes the copies and puts them in place."""
+
+    def __init__(
+        self,
+        conn: Connection[DictRow],
+        live: ProjectionTables,
+        copies: ProjectionTables,
+        lock_timeout: float,
+    ) -> None:
+        self.conn = conn
+        self.live = live
+        self.copies = copies
+        self.lock_timeout_ms = max(1, round(lock_timeout * 1000))
+        self.events = 0
+        self.live_projector = TaskProjector(live)
+        self.copy_projector = TaskProjector(copies, notify=False)
+
+    def run(self, attempts: int) -> int:
+        """Swap the copies in; return the position both projections reached."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._swap()
+            except psycopg.errors.LockNotAvailable:
+                if attempt == attempts:
+                    raise
+                logger.warning(
+                    "readers kept the read model locked for %d ms; retrying the "
+                    "swap (attempt %d of %d)",
+                    self.lock_timeout_ms,
+                    attempt + 1,
+                    attempts,
+                    extra={"action": "rebuild_swap_retry"},
+                )
+        raise AssertionError("the loop returns or raises")
+
+    def _swap(self) -> int:
+        conn = self.conn
+        with conn.transaction():
+            conn.execute(
+                "select set_config('lock_timeout', %s, true)",
+                (f"{self.lock_timeout_ms}ms",),
+            )
+            with conn.cursor() as cursor:
+                self.live_projector.lock_checkpoint(cursor)
+            while self.live_projector.project_batch(conn) is not None:
+                pass
+            position = self.live_projector.checkpoint(conn)
+            events = 0
+            while (
+                result := self.copy_projector.project_batch(conn, through=position)
+            ) is not None:
+                events += result.events
+            self._lock_live_tables()
+            for name, copy in zip(
+                self.live.read_model_names, self.copies.read_model_names, strict=True
+            ):
+                replace_table(conn, self.live.schema, name, copy)
+            conn.execute(
+                SQL("delete from {} where projection = %s").format(
+                    self.copies.checkpoints_table
+                ),
+                (self.copies.projection,),
+            )
+        self.events = events
+        return position
+
+    def _lock_live_tables(self) -> None:
+        # Statistics readers read the statistics tables before agent_tasks;
+        # locking in that order too keeps a reader and the swap from waiting
+        # on each other.
+        statistics, bins, tasks = (
+            self.live.statistics_table,
+            self.live.duration_bins_table,
+            self.live.tasks_table,
+        )
+        self.conn.execute(
+            SQL("lock table {}, {}, {} in access exclusive mode").format(
+                statistics, bins, tasks
+            )
+        )
