@@ -2,16 +2,115 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from psycopg import Connection
 from psycopg.rows import DictRow
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Composed
+from pydantic import BaseModel, ConfigDict
 
-from domain.errors import TaskNotFoundError
+from domain.errors import InvalidInputError, TaskNotFoundError
 from domain.record import TaskRecord
+from domain.status import TaskStatus
+from domain.values import optional_id, require_aware
 from projections.read_model import record_from_row
 from projections.tables import ProjectionTables
+
+MAX_PAGE_SIZE = 1000
+
+
+class TaskPage(BaseModel):
+    """One page of a task list and the number of tasks that match in all."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tasks: list[TaskRecord]
+    total: int
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks a list shows; created_after is inclusive, created_before not."""
+
+    agent_id: str | None = None
+    status: TaskStatus | None = None
+    user_id: str | None = None
+    task_type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    @classmethod
+    def validated(
+        cls,
+        agent_id: object = None,
+        status: object = None,
+        user_id: object = None,
+        task_type: object = None,
+        created_after: object = None,
+        created_before: object = None,
+    ) -> TaskFilter:
+        """Check and clean the filter values; raise InvalidInputError if invalid."""
+        return cls(
+            agent_id=optional_id("agent_id", agent_id),
+            status=None if status is None else parse_status(status),
+            user_id=optional_id("user_id", user_id),
+            task_type=optional_id("task_type", task_type),
+            created_after=_optional_time("created_after", created_after),
+            created_before=_optional_time("created_before", created_before),
+        )
+
+    def where(self) -> tuple[Composed, list[object]]:
+        terms: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("agent_id", self.agent_id),
+            ("status", None if self.status is None else self.status.value),
+            ("user_id", self.user_id),
+            ("task_type", self.task_type),
+        ):
+            if value is not None:
+                terms.append(f"{column} = %s")
+                params.append(value)
+        if self.created_after is not None:
+            terms.append("created_at >= %s")
+            params.append(self.created_after)
+        if self.created_before is not None:
+            terms.append("created_at < %s")
+            params.append(self.created_before)
+        if not terms:
+            return Composed([]), params
+        return Composed([SQL(" where " + " and ".join(terms))]), params
+
+
+def parse_status(value: object) -> TaskStatus:
+    if isinstance(value, str):
+        try:
+            return TaskStatus(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(status.value for status in TaskStatus)
+    raise InvalidInputError(f"status {value!r} is not one of: {allowed}")
+
+
+def check_page(limit: object, offset: object) -> tuple[int, int]:
+    """Return (limit, offset) if limit is 1..MAX_PAGE_SIZE and offset >= 0."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidInputError(f"limit must be an integer, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise InvalidInputError(f"offset must be an integer, got {offset!r}")
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInputError(
+            f"limit {limit} is out of range; use 1 to {MAX_PAGE_SIZE}"
+        )
+    if offset < 0:
+        raise InvalidInputError(f"offset {offset} is negative; use 0 or more")
+    return limit, offset
+
+
+def _optional_time(name: str, value: object) -> datetime | None:
+    return None if value is None else require_aware(name, value)
 
 
 def get_task(
@@ -23,3 +122,44 @@ def get_task(
     if row is None:
         raise TaskNotFoundError(task_id)
     return record_from_row(row)
+
+
+def page_statement(tables: ProjectionTables, where: Composed) -> Composed:
+    """Select one page (limit, offset) of tasks with the count of all matches."""
+    return SQL(
+        "select *, count(*) over () as matches from {}{} "
+        "order by created_at desc, created_position desc limit %s offset %s"
+    ).format(tables.tasks_table, where)
+
+
+def get_tasks(
+    conn: Connection[DictRow],
+    tables: ProjectionTables,
+    task_filter: TaskFilter,
+    limit: int,
+    offset: int,
+) -> TaskPage:
+    """Return the newest tasks first, with the total read in the same snapshot.
+
+    The page carries the total as a window count; a page past the end has no
+    row to carry it, so a second count runs in the same transaction.
+    """
+    where, params = task_filter.where()
+    with conn.transaction():
+        conn.execute("set transaction isolation level repeatable read, read only")
+        rows = conn.execute(
+            page_statement(tables, where), [*params, limit, offset]
+        ).fetchall()
+        if rows:
+            total = int(rows[0]["matches"])
+        elif offset == 0:
+            total = 0
+        else:
+            counted = conn.execute(
+                SQL("select count(*) as matches from {}{}").format(
+                    tables.tasks_table, where
+                ),
+                params,
+            ).fetchone()
+            total = 0 if counted is None else int(counted["matches"])
+    return TaskPage(tasks=[record_from_row(row) for row in rows], total=total)

@@ -20,7 +20,8 @@ from psycopg import Connection, sql
 from psycopg.rows import DictRow, dict_row
 
 from domain.errors import ProjectionError
-from projections.projector import BatchResult, TaskProjector
+from projections.projector import DEFAULT_BATCH_SIZE, BatchResult, TaskProjector
+from projections.tables import ProjectionTables
 
 logger = logging.getLogger(__name__)
 
@@ -177,3 +178,33 @@ class ProjectorRunner:
             if checkpoint != self._checkpoint:
                 self._checkpoint = checkpoint
                 self._changed.notify_all()
+
+
+def run_projector(
+    conninfo: str,
+    schema: str,
+    stop: threading.Event,
+    *,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    poll_interval: float = 0.5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> None:
+    """Keep schema's read model up to date until stop is set.
+
+    The process projects when no other process holds the projection, and
+    otherwise waits as a standby. Raises the ProjectionError that stopped the
+    projection, if one did.
+    """
+    runner = ProjectorRunner(
+        conninfo,
+        TaskProjector(ProjectionTables(schema), batch_size=batch_size),
+        poll_interval=poll_interval,
+        on_batch=on_batch,
+    )
+    runner.start()
+    try:
+        while not stop.wait(poll_interval):
+            if runner.error is not None:
+                raise runner.error
+    finally:
+        runner.stop()

@@ -30,9 +30,33 @@ from domain.values import (
 )
 from infrastructure.errors import translated_errors
 from infrastructure.listen_updates import UpdateFilter
+from projections.history import (
+    HistoryEntry,
+    check_point_in_time,
+    get_history,
+    get_task_at,
+)
+from projections.lag import LagReport, read_lag
 from projections.projector import TaskProjector
-from projections.queries import get_task
+from projections.queries import (
+    TaskFilter,
+    TaskPage,
+    check_page,
+    get_task,
+    get_tasks,
+)
+from projections.rebuild import (
+    DEFAULT_REBUILD_BATCH_SIZE,
+    RebuildProgress,
+    RebuildResult,
+    rebuild_projection,
+)
 from projections.runner import ProjectorRunner
+from projections.statistics_query import (
+    StatisticsWindow,
+    TaskStatistics,
+    get_statistics,
+)
 from projections.subscriptions import Subscription, UpdateFeed
 from projections.subscriptions_async import iterate_updates
 from projections.subscriptions_retention import (
@@ -334,9 +358,98 @@ class TaskLedger:
         with self._reading("get_task") as conn:
             return get_task(conn, self._tables, identifier)
 
+    def get_tasks(
+        self,
+        agent_id: str | None = None,
+        status: TaskStatus | str | None = None,
+        user_id: str | None = None,
+        task_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> TaskPage:
+        """Return a page of matching tasks, newest first, and the count of matches.
+
+        created_after is inclusive and created_before exclusive; limit is 1 to
+        1000. The page and its total come from one snapshot.
+        """
+        task_filter = TaskFilter.validated(
+            agent_id, status, user_id, task_type, created_after, created_before
+        )
+        page_limit, page_offset = check_page(limit, offset)
+        with self._reading("get_tasks") as conn:
+            return get_tasks(conn, self._tables, task_filter, page_limit, page_offset)
+
+    def get_statistics(
+        self,
+        agent_id: str | None = None,
+        task_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> TaskStatistics:
+        """Return figures over the tasks created in [since, until).
+
+        since and until must carry a time zone; either may be None for an
+        open end. A figure with nothing to count is None.
+        """
+        window = StatisticsWindow.validated(since, until)
+        agent = optional_id("agent_id", agent_id)
+        kind = optional_id("task_type", task_type)
+        with self._reading("get_statistics") as conn:
+            return get_statistics(conn, self._tables, window, agent, kind)
+
+    def get_history(self, task_id: UUID | str) -> list[HistoryEntry]:
+        """Return the task's events in order, with who caused each and when."""
+        identifier = parse_task_id(task_id)
+        with self._reading("get_history", wait=False) as conn:
+            return get_history(conn, self._tables, identifier)
+
+    def get_task_at(
+        self,
+        task_id: UUID | str,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> TaskRecord:
+        """Return the task after a version, or as of an occurred time.
+
+        Give at most one of them; with neither, the task after its last event.
+        The task is folded from its events, never read from agent_tasks.
+        """
+        identifier = parse_task_id(task_id)
+        checked_version, moment = check_point_in_time(version, at)
+        with self._reading("get_task_at", wait=False) as conn:
+            return get_task_at(conn, self._tables, identifier, checked_version, moment)
+
+    def lag(self) -> LagReport:
+        """Return the head position and how far each projection is behind it."""
+        with self._reading("lag", wait=False) as conn:
+            return read_lag(conn, self._tables)
+
+    def rebuild(
+        self,
+        progress: Callable[[RebuildProgress], None] | None = None,
+        batch_size: int = DEFAULT_REBUILD_BATCH_SIZE,
+    ) -> RebuildResult:
+        """Replay every event into fresh read-model tables and swap them in.
+
+        Commands and queries go on meanwhile; an interrupted rebuild resumes
+        when called again. progress receives a report after each batch.
+        """
+        with translated_errors("rebuild"):
+            return rebuild_projection(
+                self._connection.url,
+                self.schema,
+                progress=progress,
+                batch_size=batch_size,
+            )
+
     @contextmanager
-    def _reading(self, action: str) -> Iterator[PgConnection[DictRow]]:
-        self.wait_for_projection(self._written_position)
+    def _reading(
+        self, action: str, *, wait: bool = True
+    ) -> Iterator[PgConnection[DictRow]]:
+        if wait:
+            self.wait_for_projection(self._written_position)
         with (
             translated_errors(action),
             self._connection.app.recorder.datastore.get_connection() as conn,  # type: ignore[attr-defined]
