@@ -42,23 +42,29 @@ def test_second_process_sees_same_history(
     ledger.start_task(task.id)
     ledger.fail_task(task.id, "no answer")
     ledger.retry_task(task.id)
-    ledger.cancel_task(task.id, "customer left")
+    cancelled = ledger.cancel_task(task.id, "customer left")
     script = (
         "import sys\n"
         "from taskledger import TaskLedger\n"
         "with TaskLedger.open(sys.argv[1], schema=sys.argv[2]) as l:\n"
-        "    t = l._commands.task_at_version(sys.argv[3], 99)\n"
+        "    l.wait_for_projection(int(sys.argv[4]))\n"
+        "    t = l.get_task(sys.argv[3])\n"
         "    print(t.status.value, t.attempts, t.version, t.error_message)\n"
+        "    print(' '.join(e.event_type for e in l.get_history(sys.argv[3])))\n"
     )
+    position = str(cancelled.position)
 
     output = subprocess.run(
-        [sys.executable, "-c", script, database_url, schema, str(task.id)],
+        [sys.executable, "-c", script, database_url, schema, str(task.id), position],
         check=True,
         capture_output=True,
         text=True,
-    ).stdout.strip()
+    ).stdout.splitlines()
 
-    assert output == "cancelled 2 5 customer left"
+    assert output == [
+        "cancelled 2 5 customer left",
+        "created started failed retried cancelled",
+    ]
 
 
 def test_unknown_task_is_not_found(ledger: TaskLedger) -> None:
