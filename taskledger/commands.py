@@ -22,6 +22,7 @@ from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL, Identifier
 
 from domain.errors import (
+    CommandRejectedError,
     ConcurrencyConflictError,
     IdempotencyConflictError,
     TaskNotFoundError,
@@ -155,15 +156,22 @@ class TaskCommands:
         load: Callable[[], Task | None],
         decide: Callable[[Task | None], Task],
     ) -> CommandResult:
-        if context.idempotency_key is not None:
-            earlier = self._earlier_result(context.idempotency_key, fingerprint)
-            if earlier is not None:
-                return earlier
+        earlier = self._repeated(context, fingerprint)
+        if earlier is not None:
+            return earlier
         expected = 0
         for _ in range(MAX_DECIDE_ATTEMPTS):
             loaded = load()
             before = None if loaded is None else loaded.record
-            task = decide(loaded)
+            try:
+                task = decide(loaded)
+            except CommandRejectedError:
+                # A repeat of this command that committed after the check above
+                # has moved the task on, so its key returns that first result.
+                earlier = self._repeated(context, fingerprint)
+                if earlier is not None:
+                    return earlier
+                raise
             pending = list(task.collect_events())
             expected = pending[0].originator_version - 1
             append_context = _append_context(context, fingerprint)
@@ -178,14 +186,31 @@ class TaskCommands:
                 if earlier is None:
                     raise IdempotencyConflictError(error.key) from error
                 return earlier
-            except IntegrityError:
+            except IntegrityError as error:
+                # A concurrent repeat of this command may have taken the version
+                # first, and then its key returns that first result.
+                earlier = self._repeated(context, fingerprint)
+                if earlier is not None:
+                    return earlier
                 if task_id is None:
-                    raise
+                    # A create whose task id is already taken has nothing to
+                    # re-decide.
+                    raise ConcurrencyConflictError(
+                        task.id, expected, self._head_version(task.id)
+                    ) from error
                 continue
             record = _replay(before, pending, appended)
             return CommandResult(record, appended[-1].position)
         assert task_id is not None
         raise ConcurrencyConflictError(task_id, expected, self._head_version(task_id))
+
+    def _repeated(
+        self, context: CommandContext, fingerprint: str
+    ) -> CommandResult | None:
+        """Return the first result of the command's idempotency key, if recorded."""
+        if context.idempotency_key is None:
+            return None
+        return self._earlier_result(context.idempotency_key, fingerprint)
 
     def _earlier_result(self, key: str, fingerprint: str) -> CommandResult | None:
         with self.recorder.datastore.get_connection() as conn:

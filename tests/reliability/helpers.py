@@ -1,0 +1,79 @@
+"""Shared pieces of the reliability tests: races, waiting, and counting events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+Db = psycopg.Connection[tuple[Any, ...]]
+
+
+def race(*commands: Callable[[], object], timeout: float = 30.0) -> list[object]:
+    """Run the commands in threads released together; return results or errors.
+
+    The outcomes are in the order of the commands.
+    """
+    barrier = threading.Barrier(len(commands))
+    outcomes: list[object] = [None] * len(commands)
+
+    def run(index: int, command: Callable[[], object]) -> None:
+        barrier.wait()
+        try:
+            outcomes[index] = command()
+        except Exception as error:
+            outcomes[index] = error
+
+    threads = [
+        threading.Thread(target=run, args=(index, command), daemon=True)
+        for index, command in enumerate(commands)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+        assert not thread.is_alive(), "a racing command did not finish"
+    return outcomes
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02
+) -> float:
+    """Poll condition until it holds; return the seconds it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def event_count(db: Db, task_id: UUID | None = None) -> int:
+    if task_id is None:
+        row = db.execute("select count(*) from task_events").fetchone()
+    else:
+        row = db.execute(
+            "select count(*) from task_events where task_id = %s", (task_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def head_position(db: Db) -> int:
+    row = db.execute("select coalesce(max(position), 0) from task_events").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def checkpoint(db: Db, projection: str = "agent_tasks") -> int:
+    row = db.execute(
+        "select coalesce(max(position), 0) from projection_checkpoints "
+        "where projection = %s",
+        (projection,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
