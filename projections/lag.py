@@ -1,4 +1,4 @@
-"""How far each projection's checkpoint is behind the head of task_events."""
+"""Measure how far each projection's checkpoint is behind the head of task_events."""
 
 from __future__ import annotations
 

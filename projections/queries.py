@@ -32,7 +32,7 @@ class TaskPage(BaseModel):
 
 @dataclass(frozen=True)
 class TaskFilter:
-    """Which tasks a list shows; created_after is inclusive, created_before not."""
+    """The filters of a task list. created_after is inclusive, created_before not."""
 
     agent_id: str | None = None
     status: TaskStatus | None = None
@@ -141,8 +141,8 @@ def get_tasks(
 ) -> TaskPage:
     """Return the newest tasks first, with the total read in the same snapshot.
 
-    The page carries the total as a window count; a page past the end has no
-    row to carry it, so a second count runs in the same transaction.
+    Each row of the page carries the total as a window count. A page past the
+    end has no row, so a second count runs in the same transaction.
     """
     where, params = task_filter.where()
     with conn.transaction():

@@ -30,7 +30,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL
 from pydantic import BaseModel, ConfigDict
 
-from domain.errors import LedgerError
+from domain.errors import LedgerError, StorageError
 from projections.projector import TaskProjector
 from projections.runner import projection_lock_key
 from projections.table_copies import (
@@ -54,7 +54,7 @@ class RebuildInProgressError(LedgerError):
 
 
 class RebuildProgress(BaseModel):
-    """Where a running rebuild is, reported after each batch."""
+    """The state of a running rebuild, reported after each batch."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -71,7 +71,7 @@ class RebuildProgress(BaseModel):
 
 
 class RebuildResult(BaseModel):
-    """What a finished rebuild did."""
+    """The outcome of a finished rebuild."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -96,8 +96,8 @@ def rebuild_projection(
     """Rebuild agent_tasks and the statistics of schema from task_events.
 
     Raises RebuildInProgressError when another rebuild of the schema runs, and
-    psycopg.errors.LockNotAvailable when readers kept the live tables locked
-    longer than lock_timeout seconds in each of swap_attempts attempts.
+    StorageError when readers kept the live tables locked longer than
+    lock_timeout seconds in each of swap_attempts attempts.
     """
     live = ProjectionTables(schema)
     copies = ProjectionTables.rebuild_copies(schema)
@@ -229,9 +229,14 @@ class _Swap:
         for attempt in range(1, attempts + 1):
             try:
                 return self._swap()
-            except psycopg.errors.LockNotAvailable:
+            except psycopg.errors.LockNotAvailable as error:
                 if attempt == attempts:
-                    raise
+                    raise StorageError(
+                        f"readers kept the read model locked for more than "
+                        f"{self.lock_timeout_ms} ms in each of {attempts} attempts "
+                        "to swap in the rebuilt tables; they are kept, so run the "
+                        "rebuild again to retry the swap"
+                    ) from error
                 logger.warning(
                     "readers kept the read model locked for %d ms; retrying the "
                     "swap (attempt %d of %d)",

@@ -1,10 +1,11 @@
 """Keep task statistics: counters and a duration histogram per hourly bucket.
 
-Each task contributes to exactly one bucket, (agent_id, task_type, created
-hour in UTC): one count under its current status, one under retried when it
-has more than one attempt, its duration while it is completed, and its wait
-once it has started. An event changes a task's contribution, so the writer
-subtracts the task's contribution before the event and adds the one after it.
+Each task contributes to exactly one bucket: its agent_id, task_type and
+created hour in UTC. There it adds one count under its current status, one
+under retried when it has more than one attempt, its duration while it is
+completed, and its wait once it has started. An event changes a task's
+contribution, so the writer subtracts the task's contribution before the
+event and adds the one after it.
 A task that completes, is retried and completes again therefore counts one
 duration, its latest.
 """

@@ -1,9 +1,10 @@
 """get_statistics: sum the hourly buckets of a window, and its partial hours.
 
 Whole hours come from the statistics tables. The parts of the window that do
-not cover a whole hour (at most one partial hour at each edge) are counted
-from agent_tasks, so the cost depends on the number of buckets and on the tasks
-of those partial hours, never on all tasks. Both reads share one snapshot.
+not cover a whole hour, at most one partial hour at each edge, are counted
+from agent_tasks. The cost therefore depends on the number of buckets and on
+the tasks of those partial hours, never on all tasks. All reads share one
+snapshot.
 """
 
 from __future__ import annotations

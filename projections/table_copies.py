@@ -96,7 +96,7 @@ _REPLICA_IDENTITIES = {"d": "default", "f": "full", "n": "nothing"}
 
 @dataclass(frozen=True)
 class TableSettings:
-    """What replace_table() carries from a live table over to its copy."""
+    """The settings that replace_table() carries from a live table to its copy."""
 
     settings: dict[str, Any]
     grants: list[DictRow]

@@ -17,7 +17,7 @@ from projections.rebuild import (
 )
 from projections.runner import projection_lock_key
 from projections.tables import REBUILD_PROJECTION, ProjectionTables
-from taskledger import TaskLedger
+from taskledger import StorageError, TaskLedger
 from tests.projections.helpers import (
     bulk_append,
     fold_events,
@@ -257,7 +257,7 @@ def test_swap_waits_for_readers(
     reader.execute(
         sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "agent_tasks"))
     )
-    with pytest.raises(psycopg.errors.LockNotAvailable):
+    with pytest.raises(StorageError, match="run the rebuild again"):
         rebuild_projection(database_url, schema, lock_timeout=0.1, swap_attempts=2)
     assert ledger.get_tasks().total == 30
 
