@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import psycopg
 from psycopg import Connection, sql
@@ -21,6 +22,7 @@ from psycopg.rows import DictRow, dict_row
 
 from domain.errors import ProjectionError
 from projections.projector import DEFAULT_BATCH_SIZE, BatchResult, TaskProjector
+from projections.subscriptions_retention import DEFAULT_UPDATE_RETENTION, UpdatePruner
 from projections.tables import ProjectionTables
 
 logger = logging.getLogger(__name__)
@@ -188,6 +190,7 @@ def run_projector(
     on_batch: Callable[[BatchResult], None] | None = None,
     poll_interval: float = 0.5,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    update_retention: timedelta = DEFAULT_UPDATE_RETENTION,
 ) -> None:
     """Keep schema's read model up to date until stop is set.
 
@@ -195,11 +198,13 @@ def run_projector(
     otherwise waits as a standby. Raises the ProjectionError that stopped the
     projection, if one did.
     """
+    tables = ProjectionTables(schema)
     runner = ProjectorRunner(
         conninfo,
-        TaskProjector(ProjectionTables(schema), batch_size=batch_size),
+        TaskProjector(tables, batch_size=batch_size),
         poll_interval=poll_interval,
         on_batch=on_batch,
+        on_idle=UpdatePruner(tables, update_retention).prune_if_due,
     )
     runner.start()
     try:

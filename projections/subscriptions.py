@@ -207,6 +207,10 @@ class UpdateFeed:
     no connection of its own.
     """
 
+    # TODO: every wake-up costs one query per subscription, which delays the
+    # last callbacks when a ledger has many subscriptions (about 55 ms at the
+    # median with 50 on a 2-core machine); one shared read would cost one.
+
     def __init__(
         self,
         conninfo: str,

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg.rows import DictRow, dict_row
 
+from projections.runner import run_projector
 from projections.subscriptions_retention import UpdatePruner
 from projections.tables import ProjectionTables
 from taskledger import TaskLedger, TaskUpdate, UpdatesPrunedError
@@ -167,3 +168,23 @@ def test_projector_prunes_on_its_own(database_url: str, schema: str, db: Db) -> 
 
         assert kept_positions(db) == expected_positions(db, after=old)
         assert len(kept_positions(db)) == 3
+
+
+def test_run_projector_prunes_too(database_url: str, schema: str, db: Db) -> None:
+    stop = threading.Event()
+    with TaskLedger.open(database_url, schema=schema, project=False) as ledger:
+        last = run_lifecycles(ledger, writer=0, tasks=5)
+    projector = threading.Thread(
+        target=run_projector,
+        args=(database_url, schema, stop),
+        kwargs={"update_retention": timedelta(seconds=1)},
+    )
+    projector.start()
+    try:
+        wait_until(lambda: len(kept_positions(db)) == 15, timeout=10)
+        wait_until(lambda: kept_positions(db) == [], timeout=10)
+    finally:
+        stop.set()
+        projector.join(10)
+
+    assert event_positions(db)[-1] == last
