@@ -88,7 +88,7 @@ def read_model(database_url: str, schema: str) -> dict[str, list[Any]]:
         "agent_tasks": table_rows(database_url, schema, "agent_tasks"),
         "task_statistics": table_rows(database_url, schema, "task_statistics"),
         # A bin that a later event emptied keeps a row with 0 tasks in the live
-        # table; a rebuild that sees both events in one batch writes none.
+        # table; a rebuild that projects both events in one batch writes none.
         "task_duration_bins": table_rows(
             database_url, schema, "task_duration_bins", "where tasks <> 0"
         ),

@@ -30,7 +30,7 @@ START = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
 API_ROLES = {"anon", "authenticated", "service_role", "PUBLIC"}
 READ_MODEL = ("agent_tasks", "task_statistics", "task_duration_bins")
 
-# What a table's catalog entries say about it, apart from its OID.
+# The catalog entries that describe a table, apart from its OID.
 CATALOG_QUERIES = {
     "indexes": "select c.relname, pg_get_indexdef(i.indexrelid) from pg_index i "
     "join pg_class c on c.oid = i.indexrelid where i.indrelid = %(table)s::regclass",
