@@ -194,9 +194,9 @@ def run_projector(
 ) -> None:
     """Keep schema's read model up to date until stop is set.
 
-    The process projects when no other process holds the projection, and
-    otherwise waits as a standby. Raises the ProjectionError that stopped the
-    projection, if one did.
+    The process projects while it has the projection's advisory lock, and
+    otherwise waits as a standby until the lock is free. Raises the
+    ProjectionError that stopped the projection, if one did.
     """
     tables = ProjectionTables(schema)
     runner = ProjectorRunner(
