@@ -44,13 +44,16 @@ def clean_text(value: str) -> str:
 def require_id(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
-    value = clean_text(value.strip())
-    if not value:
-        raise InvalidInputError(f"{name} must not be empty")
+    value = value.strip()
+    # Checked before cleaning, which keeps the length, so that a huge value is
+    # rejected without being scanned.
     if len(value) > MAX_ID_LENGTH:
         raise InvalidInputError(
             f"{name} is {len(value)} characters long; the maximum is {MAX_ID_LENGTH}"
         )
+    value = clean_text(value)
+    if not value:
+        raise InvalidInputError(f"{name} must not be empty")
     return value
 
 
@@ -61,6 +64,13 @@ def optional_id(name: str, value: object) -> str | None:
 def require_text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
+    # Every character takes at least one byte and the replacement never shortens
+    # one, so a longer string is rejected without being scanned.
+    if len(value) > MAX_TEXT_BYTES:
+        raise InvalidInputError(
+            f"{name} is {len(value)} characters long, more than the maximum of "
+            f"{MAX_TEXT_BYTES} bytes"
+        )
     cleaned = clean_text(value)
     # Measured after the replacement: U+FFFD takes 3 bytes where NUL took 1.
     size = len(cleaned.encode("utf-8"))
@@ -98,46 +108,92 @@ def require_aware(name: str, value: object) -> datetime:
     return value
 
 
-def clean_json(name: str, value: object, depth: int = 0) -> Any:
+def clean_json(name: str, value: object) -> Any:
     """Return a copy of a JSON value that jsonb accepts, or raise InvalidInputError."""
-    if depth > MAX_JSON_DEPTH:
-        raise InvalidInputError(f"{name} is nested deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if abs(value) >= _INTEGER_BOUND:
+    return _JsonCleaner(name).clean(value, 0)
+
+
+class _JsonCleaner:
+    """A cleaner of one JSON value that counts a lower bound of its size as JSON.
+
+    The count stops a value much larger than any event's payload after about
+    MAX_EVENT_BYTES of it were read, instead of after copying and encoding it all.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.size = 0
+
+    def clean(self, value: object, depth: int) -> Any:
+        if depth > MAX_JSON_DEPTH:
             raise InvalidInputError(
-                f"{name} contains an integer of more than {MAX_INTEGER_DIGITS} digits"
+                f"{self.name} is nested deeper than {MAX_JSON_DEPTH} levels"
             )
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInputError(
-                f"{name} contains {value!r}, which JSON cannot represent"
-            )
-        return value
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
+        if value is None or isinstance(value, bool):
+            self._count(4)
+            return value
+        if isinstance(value, int):
+            self._count(1)
+            if abs(value) >= _INTEGER_BOUND:
+                raise InvalidInputError(
+                    f"{self.name} contains an integer of more than "
+                    f"{MAX_INTEGER_DIGITS} digits"
+                )
+            return value
+        if isinstance(value, float):
+            self._count(1)
+            if not math.isfinite(value):
+                raise InvalidInputError(
+                    f"{self.name} contains {value!r}, which JSON cannot represent"
+                )
+            return value
+        if isinstance(value, str):
+            return self._string(value)
+        if isinstance(value, dict):
+            return self._object(value, depth)
+        if isinstance(value, list | tuple):
+            self._count(2)
+            cleaned_items = []
+            for item in value:
+                self._count(1)
+                cleaned_items.append(self.clean(item, depth + 1))
+            return cleaned_items
+        raise InvalidInputError(
+            f"{self.name} contains a {type(value).__name__}, which is not a JSON value"
+        )
+
+    def _object(self, value: dict[Any, Any], depth: int) -> dict[str, Any]:
+        self._count(2)
         cleaned: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInputError(
-                    f"{name} has a key {key!r} that is not a string"
+                    f"{self.name} has a key {key!r} that is not a string"
                 )
-            cleaned_key = clean_text(key)
+            # The separators: a colon, and a comma before the next key.
+            self._count(2)
+            cleaned_key = self._string(key)
             if cleaned_key in cleaned:
                 raise InvalidInputError(
-                    f"{name} has keys that become the same key {cleaned_key!r} "
-                    "once NUL characters and lone surrogates are replaced by U+FFFD"
+                    f"{self.name} has keys that become the same key "
+                    f"{cleaned_key!r} once NUL characters and lone surrogates "
+                    "are replaced by U+FFFD"
                 )
-            cleaned[cleaned_key] = clean_json(name, item, depth + 1)
+            cleaned[cleaned_key] = self.clean(item, depth + 1)
         return cleaned
-    if isinstance(value, list | tuple):
-        return [clean_json(name, item, depth + 1) for item in value]
-    raise InvalidInputError(
-        f"{name} contains a {type(value).__name__}, which is not a JSON value"
-    )
+
+    def _string(self, value: str) -> str:
+        # Two quotes, and at least one byte per character.
+        self._count(len(value) + 2)
+        return clean_text(value)
+
+    def _count(self, size: int) -> None:
+        self.size += size
+        if self.size > MAX_EVENT_BYTES:
+            raise InvalidInputError(
+                f"{self.name} is more than {MAX_EVENT_BYTES} bytes as JSON, the "
+                "maximum size of an event's payload"
+            )
 
 
 def clean_metadata(value: object) -> dict[str, Any]:
