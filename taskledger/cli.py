@@ -9,15 +9,13 @@ import psycopg
 import typer
 from rich.table import Table
 
-from infrastructure.embedded import DATA_DIR_VARIABLE, EmbeddedPostgres
+from infrastructure.embedded import DATA_DIR_VARIABLE
 from infrastructure.errors import translated_errors
 from infrastructure.migrator import Migration, apply_migrations, pending_migrations
 from infrastructure.settings import (
     DATABASE_URL_VARIABLE,
     SCHEMA_VARIABLE,
     mask_conninfo,
-    resolve_database_url,
-    resolve_schema,
 )
 from taskledger import __version__
 from taskledger.cli_common import (
@@ -25,11 +23,14 @@ from taskledger.cli_common import (
     Settings,
     configure_logging,
     console,
+    database_target,
     reported_errors,
     settings_of,
 )
 from taskledger.cli_demo import demo
 from taskledger.cli_import import import_command
+from taskledger.cli_projection import project, rebuild
+from taskledger.cli_queries import history, lag, stats, tail, tasks
 
 app = typer.Typer(
     name="taskledger",
@@ -120,25 +121,15 @@ def migrate(
     ] = False,
 ) -> None:
     """Apply the pending SQL migrations to the ledger's schema and list them."""
-    settings = settings_of(context)
-    schema = resolve_schema(settings.schema)
-    url = resolve_database_url(settings.database_url)
-    embedded = None
-    if url is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        url = embedded.start()
-    try:
-        with (
-            translated_errors(f"migrating {mask_conninfo(url)}"),
-            psycopg.connect(url, autocommit=True, connect_timeout=10) as conn,
-        ):
-            if dry_run:
-                _print_pending_sql(pending_migrations(conn, schema), schema)
-                return
-            applied = apply_migrations(conn, schema)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    with (
+        database_target(settings_of(context)) as (url, schema),
+        translated_errors(f"migrating {mask_conninfo(url)}"),
+        psycopg.connect(url, autocommit=True, connect_timeout=10) as conn,
+    ):
+        if dry_run:
+            _print_pending_sql(pending_migrations(conn, schema), schema)
+            return
+        applied = apply_migrations(conn, schema)
     _print_applied(applied, schema, mask_conninfo(url))
 
 
@@ -158,9 +149,16 @@ def _print_applied(applied: list[Migration], schema: str, url: str) -> None:
             f"Schema {schema} on {url} is up to date; no migration applied.",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
         return
-    table = Table(title=f"Applied to schema {schema} on {url}", title_justify="left")
+    console.print(
+        f"Applied {len(applied)} migrations to schema {schema} on {url}:",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    table = Table()
     table.add_column("version")
     table.add_column("name")
     for migration in applied:
@@ -170,6 +168,13 @@ def _print_applied(applied: list[Migration], schema: str, url: str) -> None:
 
 app.command("import")(import_command)
 app.command("demo")(demo)
+app.command("project")(project)
+app.command("rebuild")(rebuild)
+app.command("stats")(stats)
+app.command("tasks")(tasks)
+app.command("history")(history)
+app.command("lag")(lag)
+app.command("tail")(tail)
 
 
 def main() -> None:

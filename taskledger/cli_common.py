@@ -17,6 +17,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from domain.errors import LedgerError
+from infrastructure.embedded import EmbeddedPostgres
+from infrastructure.settings import resolve_database_url, resolve_schema
 from taskledger.importing import MappingError, XesFormatError
 from taskledger.ledger import TaskLedger
 
@@ -72,6 +74,22 @@ def open_ledger(settings: Settings, **options: Any) -> Iterator[TaskLedger]:
         **options,
     ) as ledger:
         yield ledger
+
+
+@contextmanager
+def database_target(settings: Settings) -> Iterator[tuple[str, str]]:
+    """Yield the database URL and schema to use, starting the embedded server if
+    no URL is set (and stopping it afterwards)."""
+    schema = resolve_schema(settings.schema)
+    url = resolve_database_url(settings.database_url)
+    if url is not None:
+        yield url, schema
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    try:
+        yield embedded.start(), schema
+    finally:
+        embedded.stop()
 
 
 class CommandFailedError(Exception):

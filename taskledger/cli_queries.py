@@ -1,0 +1,302 @@
+"""Read commands: `stats`, `tasks`, `history`, `lag` and `tail`."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.table import Table
+
+from domain.errors import ProjectionLagError
+from domain.status import TaskStatus
+from domain.update import TaskUpdate
+from taskledger.cli_common import (
+    console,
+    error_console,
+    open_ledger,
+    reported_errors,
+    settings_of,
+)
+from taskledger.ledger import TaskLedger
+
+DEFAULT_WAIT_SECONDS = 10.0
+
+
+def aware_datetime(text: str) -> datetime:
+    """Parse an ISO 8601 time that carries a UTC offset."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 time, e.g. 2024-05-01T10:00:00+00:00"
+        ) from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"{text!r} has no UTC offset; add one, e.g. +00:00")
+    return moment
+
+
+AgentOption = Annotated[
+    str | None, typer.Option("--agent-id", help="Only tasks of this agent.")
+]
+TaskTypeOption = Annotated[
+    str | None, typer.Option("--task-type", help="Only tasks of this type.")
+]
+UserOption = Annotated[
+    str | None, typer.Option("--user-id", help="Only tasks of this user.")
+]
+StatusOption = Annotated[
+    TaskStatus | None, typer.Option("--status", help="Only tasks in this status.")
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of a table.")
+]
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        min=0.0,
+        help="Seconds to wait for the read model to catch up with the newest "
+        "event before answering.",
+    ),
+]
+
+
+def _time_option(name: str, text: str) -> Any:
+    return typer.Option(name, parser=aware_datetime, help=text)
+
+
+@reported_errors
+def stats(
+    context: typer.Context,
+    agent_id: AgentOption = None,
+    task_type: TaskTypeOption = None,
+    since: Annotated[
+        datetime | None,
+        _time_option("--since", "Only tasks created at or after this time (ISO 8601)."),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        _time_option("--until", "Only tasks created before this time (ISO 8601)."),
+    ] = None,
+    wait: WaitOption = DEFAULT_WAIT_SECONDS,
+    as_json: JsonOption = False,
+) -> None:
+    """Print task counts by status, durations and the failure rate."""
+    with open_ledger(settings_of(context)) as ledger:
+        _catch_up(ledger, wait)
+        figures = ledger.get_statistics(agent_id, task_type, since, until)
+    if as_json:
+        typer.echo(figures.model_dump_json())
+        return
+    _print_model("Statistics", figures)
+
+
+@reported_errors
+def tasks(
+    context: typer.Context,
+    agent_id: AgentOption = None,
+    status: StatusOption = None,
+    user_id: UserOption = None,
+    task_type: TaskTypeOption = None,
+    created_after: Annotated[
+        datetime | None,
+        _time_option("--created-after", "Only tasks created at or after this time."),
+    ] = None,
+    created_before: Annotated[
+        datetime | None,
+        _time_option("--created-before", "Only tasks created before this time."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1000, help="Tasks per page.")
+    ] = 50,
+    offset: Annotated[
+        int, typer.Option("--offset", min=0, help="Matching tasks to skip first.")
+    ] = 0,
+    wait: WaitOption = DEFAULT_WAIT_SECONDS,
+    as_json: JsonOption = False,
+) -> None:
+    """List tasks, newest first, with the number of tasks that match."""
+    with open_ledger(settings_of(context)) as ledger:
+        _catch_up(ledger, wait)
+        page = ledger.get_tasks(
+            agent_id,
+            status,
+            user_id,
+            task_type,
+            created_after,
+            created_before,
+            limit,
+            offset,
+        )
+    if as_json:
+        typer.echo(page.model_dump_json())
+        return
+    table = Table(caption=f"{len(page.tasks)} of {page.total} matching tasks")
+    table.add_column("id", no_wrap=True, min_width=36)
+    for column in ("agent", "type", "status", "attempts", "created", "ms"):
+        table.add_column(column)
+    for task in page.tasks:
+        table.add_row(
+            str(task.id),
+            task.agent_id,
+            task.task_type,
+            task.status.value,
+            str(task.attempts),
+            task.created_at.isoformat(timespec="seconds"),
+            "" if task.duration_ms is None else f"{task.duration_ms:,}",
+        )
+    console.print(table)
+
+
+@reported_errors
+def history(
+    context: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="UUID of the task.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Print every event of a task: when, what, and who caused it."""
+    with open_ledger(settings_of(context), project=False) as ledger:
+        entries = ledger.get_history(task_id)
+    if as_json:
+        for entry in entries:
+            typer.echo(entry.model_dump_json())
+        return
+    table = Table(title=f"History of task {task_id}", title_justify="left")
+    table.add_column("version")
+    table.add_column("event")
+    table.add_column("occurred", no_wrap=True, min_width=25)
+    table.add_column("actor")
+    table.add_column("idempotency key", overflow="fold")
+    for entry in entries:
+        table.add_row(
+            str(entry.version),
+            entry.event_type,
+            entry.occurred_at.isoformat(),
+            entry.actor or "",
+            entry.idempotency_key or "",
+        )
+    console.print(table)
+
+
+@reported_errors
+def lag(context: typer.Context, as_json: JsonOption = False) -> None:
+    """Print the newest event's position and how far each projection is behind."""
+    with open_ledger(settings_of(context), project=False) as ledger:
+        report = ledger.lag()
+    if as_json:
+        typer.echo(report.model_dump_json())
+        return
+    table = Table(caption=f"newest event at position {report.head:,}")
+    for column in ("projection", "checkpoint", "events behind", "seconds behind"):
+        table.add_column(column)
+    for item in report.projections:
+        table.add_row(
+            item.projection,
+            f"{item.checkpoint:,}",
+            f"{item.events_behind:,}",
+            f"{item.seconds_behind:,.1f}",
+        )
+    console.print(table)
+
+
+@reported_errors
+def tail(
+    context: typer.Context,
+    agent_id: AgentOption = None,
+    status: StatusOption = None,
+    user_id: UserOption = None,
+    task_type: TaskTypeOption = None,
+    after_position: Annotated[
+        int | None,
+        typer.Option(
+            "--after-position",
+            min=0,
+            help="Start with the updates after this event position. [default: "
+            "only updates from now on]",
+        ),
+    ] = None,
+    max_updates: Annotated[
+        int | None,
+        typer.Option("--max-updates", min=1, help="Exit after this many updates."),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option("--seconds", min=0.1, help="Exit after this many seconds."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print task updates as they are projected, until Ctrl-C."""
+    received: queue.Queue[TaskUpdate] = queue.Queue()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    shown = 0
+    with open_ledger(settings_of(context)) as ledger:
+        subscription = ledger.subscribe(
+            received.put, agent_id, status, user_id, task_type, after_position
+        )
+        try:
+            while max_updates is None or shown < max_updates:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                try:
+                    update = received.get(timeout=min(left or 0.5, 0.5))
+                except queue.Empty:
+                    continue
+                _print_update(update, as_json)
+                shown += 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            subscription.unsubscribe()
+
+
+def _print_update(update: TaskUpdate, as_json: bool) -> None:
+    if as_json:
+        typer.echo(update.model_dump_json())
+        return
+    task = update.task
+    console.print(
+        f"{update.position:>8} {task.updated_at.isoformat(timespec='seconds')} "
+        f"{task.id} {task.agent_id} {update.event_type} -> {task.status.value}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _catch_up(ledger: TaskLedger, seconds: float) -> None:
+    """Wait until the read model has applied the newest event, or warn."""
+    head = ledger.lag().head
+    try:
+        ledger.wait_for_projection(head, timeout=seconds)
+    except ProjectionLagError as error:
+        error_console.print(
+            f"warning: the answer may be out of date: {error}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _print_model(title: str, model: BaseModel) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in model.model_dump().items():
+        table.add_row(name, _format(value))
+    console.print(table)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return json.dumps(value, default=str)
