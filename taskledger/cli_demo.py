@@ -18,7 +18,7 @@ from taskledger.cli_common import (
     settings_of,
 )
 from taskledger.demo import FleetConfig, FleetSimulator, FleetTotals
-from taskledger.demo.view import LedgerFigures, read_ledger_figures
+from taskledger.demo.view import LedgerFigures, LedgerWatcher
 
 # Seconds that tasks still running at the end get to finish.
 DRAIN_SECONDS = 15.0
@@ -90,36 +90,50 @@ def demo(
     )
     with open_ledger(settings_of(context)) as ledger:
         simulator = FleetSimulator(ledger, config)
+        watcher = LedgerWatcher(ledger)
         started = time.monotonic()
-        figures = LedgerFigures()
-        show = live and console.is_terminal
-        with (
-            Live(
-                console=console,
-                refresh_per_second=REFRESH_PER_SECOND,
-                transient=False,
-            )
-            if show
-            else _NoLive() as view
-        ):
-            simulator.start()
-            try:
-                while not _done(simulator, started, seconds):
-                    figures = read_ledger_figures(ledger, figures)
-                    view.update(_render(simulator.snapshot(), figures, started))
-                    time.sleep(1.0 / REFRESH_PER_SECOND)
-                drained = simulator.drain(DRAIN_SECONDS)
-            finally:
-                simulator.stop()
-            figures = read_ledger_figures(ledger, figures)
-            view.update(_render(simulator.snapshot(), figures, started))
+        try:
+            drained, figures = _run(simulator, watcher, started, seconds, live)
+        finally:
+            watcher.close()
         _print_summary(simulator.snapshot(), figures, time.monotonic() - started)
-        if not drained:
-            console.print(
-                f"Some tasks were still running after {DRAIN_SECONDS:.0f} s and "
-                "were left unfinished.",
-                highlight=False,
-            )
+    if not drained:
+        console.print(
+            f"Some tasks were still running after {DRAIN_SECONDS:.0f} s and "
+            "were left unfinished.",
+            highlight=False,
+        )
+
+
+def _run(
+    simulator: FleetSimulator,
+    watcher: LedgerWatcher,
+    started: float,
+    seconds: float | None,
+    live: bool,
+) -> tuple[bool, LedgerFigures]:
+    """Run the fleet under the live view and return whether all its tasks ended,
+    with the last figures read."""
+    figures = LedgerFigures()
+    view: Live | _NoLive = _NoLive()
+    if live and console.is_terminal:
+        view = Live(console=console, refresh_per_second=REFRESH_PER_SECOND)
+    with view:
+        simulator.start()
+        try:
+            refreshes = 0
+            while not _done(simulator, started, seconds):
+                if refreshes % REFRESH_PER_SECOND == 0:
+                    figures = watcher.read()
+                view.update(_render(simulator.snapshot(), figures, started))
+                refreshes += 1
+                time.sleep(1.0 / REFRESH_PER_SECOND)
+            drained = simulator.drain(DRAIN_SECONDS)
+        finally:
+            simulator.stop()
+        figures = watcher.read()
+        view.update(_render(simulator.snapshot(), figures, started))
+    return drained, figures
 
 
 class _NoLive:
@@ -160,12 +174,10 @@ def _render(totals: FleetTotals, figures: LedgerFigures, started: float) -> Grou
     agents.add_column("tasks", justify="right")
     for agent, count in sorted(totals.agents.items()):
         agents.add_row(agent, f"{count:,}")
-    kinds = Table(title="Events by kind (simulator)", title_justify="left")
-    kinds.add_column("event")
-    kinds.add_column("count", justify="right")
-    for kind, count in sorted(totals.by_kind.items()):
-        kinds.add_row(kind, f"{count:,}")
-    return Group(header, statuses, agents, kinds, *figures.renderables())
+    events_table, figures_table, updates = figures.renderables()
+    middle = Table.grid(padding=(0, 2))
+    middle.add_row(agents, events_table, figures_table)
+    return Group(header, statuses, middle, updates)
 
 
 def _print_summary(totals: FleetTotals, figures: LedgerFigures, seconds: float) -> None:

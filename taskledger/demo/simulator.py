@@ -70,7 +70,6 @@ class FleetTotals:
 
     created: int = 0
     events: int = 0
-    rejected: int = 0
     errors: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
     statuses: Counter[TaskStatus] = field(default_factory=Counter)
@@ -157,7 +156,6 @@ class FleetSimulator:
             return FleetTotals(
                 created=self.totals.created,
                 events=self.totals.events,
-                rejected=self.totals.rejected,
                 errors=self.totals.errors,
                 by_kind=Counter(self.totals.by_kind),
                 statuses=Counter(self.totals.statuses),

@@ -1,0 +1,157 @@
+"""The read and projection commands, on a ledger filled through the facade."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from taskledger import TaskLedger
+from tests.cli.conftest import Invoke
+
+
+def fill(ledger: TaskLedger) -> list[Any]:
+    done = ledger.create_task("sales", "Sales", "Quote", "chat", actor="api")
+    ledger.start_task(done.id)
+    ledger.complete_task(done.id, response="ok")
+    broken = ledger.create_task("support", "Support", "Fix", "analysis")
+    ledger.start_task(broken.id)
+    ledger.fail_task(broken.id, "timeout")
+    waiting = ledger.create_task("sales", "Sales", "Ask", "chat")
+    last = ledger.start_task(waiting.id)
+    ledger.wait_for_projection(last.position or 0)
+    return [done.id, broken.id, waiting.id]
+
+
+def test_stats_json_counts_by_status(invoke: Invoke, ledger: TaskLedger) -> None:
+    fill(ledger)
+
+    result = invoke("stats", "--json")
+    by_agent = invoke("stats", "--agent-id", "sales", "--json")
+
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert (figures["total"], figures["completed"], figures["failed"]) == (3, 1, 1)
+    assert figures["processing"] == 1
+    assert figures["failure_rate"] == 0.5
+    assert json.loads(by_agent.stdout)["total"] == 2
+
+
+def test_stats_rejects_time_without_offset(invoke: Invoke) -> None:
+    result = invoke("stats", "--since", "2024-05-01T10:00:00")
+
+    assert result.exit_code == 2
+    assert "has no UTC offset" in result.output
+
+
+def test_tasks_lists_filtered_page(invoke: Invoke, ledger: TaskLedger) -> None:
+    ids = fill(ledger)
+
+    result = invoke("tasks", "--agent-id", "sales", "--limit", "1", "--json")
+    table = invoke("tasks", "--status", "failed")
+
+    assert result.exit_code == 0, result.output
+    page = json.loads(result.stdout)
+    assert page["total"] == 2
+    assert [task["id"] for task in page["tasks"]] == [str(ids[2])]
+    assert table.exit_code == 0
+    assert str(ids[1]) in table.stdout
+    assert str(ids[0]) not in table.stdout
+
+
+def test_history_shows_each_event(invoke: Invoke, ledger: TaskLedger) -> None:
+    ids = fill(ledger)
+
+    result = invoke("history", str(ids[0]), "--json")
+    missing = invoke("history", "not-a-uuid")
+
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(text) for text in result.stdout.splitlines()]
+    assert [entry["event_type"] for entry in entries] == [
+        "created",
+        "started",
+        "completed",
+    ]
+    assert entries[0]["actor"] == "api"
+    assert missing.exit_code == 1
+    assert "is not a UUID" in missing.stderr
+
+
+def test_lag_reports_head(invoke: Invoke, ledger: TaskLedger) -> None:
+    fill(ledger)
+
+    result = invoke("lag", "--json")
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["head"] >= 8
+    assert report["projections"][0]["events_behind"] == 0
+
+
+def test_tail_prints_updates_as_json_lines(invoke: Invoke, ledger: TaskLedger) -> None:
+    fill(ledger)
+
+    result = invoke("tail", "--after-position", "0", "--max-updates", "3", "--json")
+
+    assert result.exit_code == 0, result.output
+    updates = [json.loads(text) for text in result.stdout.splitlines()]
+    assert [update["position"] for update in updates] == [1, 2, 3]
+    assert [update["event_type"] for update in updates] == [
+        "created",
+        "started",
+        "completed",
+    ]
+    assert updates[2]["task"]["status"] == "completed"
+
+
+def test_tail_filters_and_follows_live_updates(
+    invoke: Invoke, ledger: TaskLedger
+) -> None:
+    def write_later() -> None:
+        time.sleep(1.0)
+        fill(ledger)
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    result = invoke(
+        "tail", "--status", "failed", "--seconds", "20", "--max-updates", "1"
+    )
+    writer.join()
+
+    assert result.exit_code == 0, result.output
+    assert "failed -> failed" in result.stdout
+    assert len(result.stdout.splitlines()) == 1
+
+
+def test_rebuild_replays_events(
+    invoke: Invoke, ledger: TaskLedger, db: psycopg.Connection[Any]
+) -> None:
+    fill(ledger)
+
+    result = invoke("rebuild")
+
+    assert result.exit_code == 0, result.output
+    assert "Rebuilt the read model from 8 events" in result.stdout
+    rows = db.execute("select count(*) from agent_tasks").fetchone()
+    assert rows is not None
+    assert rows[0] == 3
+
+
+def test_project_runs_for_given_seconds(
+    invoke: Invoke, database_url: str, schema: str
+) -> None:
+    with TaskLedger.open(database_url, schema=schema, project=False) as writer:
+        task = writer.create_task("ops", "Ops", "Rotate keys", "chat")
+
+    result = invoke("project", "--seconds", "2")
+
+    assert result.exit_code == 0, result.output
+    assert "Applied 1 events, up to position 1." in result.stdout
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            f'select status from "{schema}".agent_tasks where id = %s', (task.id,)
+        ).fetchone()
+    assert row == ("pending",)
