@@ -45,9 +45,7 @@ class NotificationListener:
         self._handlers: set[Handler] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._listening = threading.Event()
         self._thread: threading.Thread | None = None
-        self.backend_pid: int | None = None
 
     def add(self, handler: Handler) -> None:
         with self._lock:
@@ -65,10 +63,6 @@ class NotificationListener:
                 target=self._run, name=f"listen-{self.channel}", daemon=True
             )
             self._thread.start()
-
-    def wait_listening(self, timeout: float) -> bool:
-        """Block until LISTEN is in effect; False if it is not within timeout."""
-        return self._listening.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
@@ -95,8 +89,6 @@ class NotificationListener:
                     conn.execute(
                         sql.SQL("listen {}").format(sql.Identifier(self.channel))
                     )
-                    self.backend_pid = conn.info.backend_pid
-                    self._listening.set()
                     if lost_at is not None:
                         self._log_restored(time.monotonic() - lost_at)
                     lost_at = None
@@ -106,13 +98,11 @@ class NotificationListener:
                     self._wake_all()
                     self._receive(conn)
             except psycopg.Error as error:
-                self._listening.clear()
                 if lost_at is None:
                     lost_at = time.monotonic()
                     self._log_lost(error)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-        self._listening.clear()
 
     def _receive(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         while not self._stopping.is_set():
