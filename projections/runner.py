@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "taskledger-projector"
 MAX_BACKOFF_SECONDS = 5.0
+STOP_CHECK_SECONDS = 0.05
 
 
 def projection_lock_key(schema: str, projection: str) -> int:
@@ -172,8 +173,15 @@ class ProjectorRunner:
 
     def _wait_for_events(self, conn: Connection[DictRow]) -> None:
         # A notification only wakes the loop; the batch query finds the events.
-        for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
-            pass
+        # Waiting in short slices lets stop() end the thread within one slice.
+        deadline = time.monotonic() + self.poll_interval
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            slice_seconds = min(remaining, STOP_CHECK_SECONDS)
+            for _ in conn.notifies(timeout=slice_seconds, stop_after=1):
+                return
 
     def _publish(self, checkpoint: int) -> None:
         with self._changed:
