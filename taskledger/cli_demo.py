@@ -194,4 +194,13 @@ def _print_summary(totals: FleetTotals, figures: LedgerFigures, seconds: float) 
     table.add_row("events per second", f"{totals.events / max(seconds, 1e-9):,.1f}")
     table.add_row("events in the ledger", f"{figures.events:,}")
     table.add_row("errors", f"{totals.errors:,}")
+    statistics = figures.statistics
+    if statistics is not None:
+        # Projected over every task in the schema, earlier runs included.
+        for label, value in (
+            ("mean duration (ledger)", statistics.avg_duration_ms),
+            ("p50 duration (ledger)", statistics.p50_duration_ms),
+            ("p95 duration (ledger)", statistics.p95_duration_ms),
+        ):
+            table.add_row(label, "-" if value is None else f"{value / 1000:,.2f} s")
     console.print(table)

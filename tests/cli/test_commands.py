@@ -120,6 +120,7 @@ def test_demo_runs_for_given_seconds(invoke: Invoke, db: Db) -> None:
     assert result.exit_code == 0, result.output
     assert "Demo summary" in result.stdout
     assert "tasks created" in result.stdout
+    assert "p95 duration (ledger)" in result.stdout
     assert event_count(db) > 20
     rows = db.execute(
         "select count(distinct task_id), count(distinct payload->>'agent_id') "
