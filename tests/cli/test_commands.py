@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,32 @@ def test_demo_runs_for_given_seconds(invoke: Invoke, db: Db) -> None:
     assert rows is not None
     assert rows[0] >= 20
     assert rows[1] > 1
+
+
+def test_console_script_imports_in_subprocess(
+    database_url: str, schema: str, tmp_path: Path
+) -> None:
+    script = Path(sys.executable).with_name("taskledger")
+    path = write_jsonl(tmp_path / "h.jsonl", [line("a", "pending", 0), "oops"])
+    command = [str(script), "--database-url", database_url, "--schema", schema]
+
+    lenient = subprocess.run(
+        [*command, "import", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    strict = subprocess.run(
+        [*command, "import", "--strict", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert lenient.returncode == 0, lenient.stderr
+    assert json.loads(lenient.stdout)["imported"] == 1
+    assert strict.returncode == 1
+    assert "error: line 2 is invalid" in strict.stderr
+    assert "Traceback" not in strict.stderr
