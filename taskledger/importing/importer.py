@@ -132,7 +132,7 @@ class Importer:
                 "a batch of %d entries conflicted with another writer (%s); "
                 "importing it one entry at a time",
                 len(batch),
-                error,
+                str(error).splitlines()[0],
                 extra={"action": "import_batch_conflict", "source": self.source},
             )
             for task_id in outcome.touched:
