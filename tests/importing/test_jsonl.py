@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -436,3 +437,30 @@ def test_byte_order_mark_and_crlf_are_accepted(
     assert rejected == []
     assert summary.imported == 2
     assert event_types(db, "a") == ["created", "started", "completed"]
+
+
+def test_concurrent_imports_append_each_line_once(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.jsonl"
+    write_history(path, 2000, in_flight=30)
+    summaries: list[ImportSummary] = []
+
+    def run(batch_size: int) -> None:
+        summaries.append(run_import(ledger, path, batch_size=batch_size)[0])
+
+    threads = [threading.Thread(target=run, args=(size,)) for size in (50, 70)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(summaries) == 2
+    assert sum(summary.imported for summary in summaries) == 2000
+    assert sum(summary.skipped for summary in summaries) == 2000
+    assert sum(summary.rejected for summary in summaries) == 0
+    assert event_count(db) >= 2000
+    keys = db.execute(
+        "select count(*) from task_events where metadata ? 'idempotency_key'"
+    ).fetchone()
+    assert keys == (2000,)
