@@ -71,8 +71,9 @@ def global_options(
             file_okay=False,
             help=(
                 "Data directory of the embedded PostgreSQL, used when no database "
-                "URL is set. [default: the user data directory]"
+                "URL is set."
             ),
+            show_default="the user data directory",
         ),
     ] = None,
     schema: Annotated[
@@ -81,7 +82,8 @@ def global_options(
             "--schema",
             envvar=SCHEMA_VARIABLE,
             show_envvar=True,
-            help="Schema that holds the ledger's tables. [default: public]",
+            help="Schema that holds the ledger's tables.",
+            show_default="public",
         ),
     ] = None,
     log_level: Annotated[

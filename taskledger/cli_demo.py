@@ -34,7 +34,10 @@ def demo(
     tasks: Annotated[
         int | None,
         typer.Option(
-            "--tasks", min=1, help="Number of tasks to run. [default: no limit]"
+            "--tasks",
+            min=1,
+            help="Number of tasks to run.",
+            show_default="no limit",
         ),
     ] = None,
     rate: Annotated[
@@ -47,8 +50,8 @@ def demo(
             "--seconds",
             min=1.0,
             help="Stop creating tasks after this many seconds, let running tasks "
-            "finish, print a summary and exit. [default: run until Ctrl-C or "
-            "until --tasks are done]",
+            "finish, print a summary and exit.",
+            show_default="run until Ctrl-C or until --tasks are done",
         ),
     ] = None,
     workers: Annotated[

@@ -55,7 +55,8 @@ def import_command(
         ImportFormat | None,
         typer.Option(
             "--format",
-            help="Format of the file. [default: from the file name]",
+            help="Format of the file.",
+            show_default="from the file name",
         ),
     ] = None,
     mapping: Annotated[
@@ -79,7 +80,8 @@ def import_command(
         typer.Option(
             "--source",
             help="Name recorded with each imported event, by which a re-run "
-            "recognises what it imported before. [default: the file name]",
+            "recognises what it imported before.",
+            show_default="the file name",
         ),
     ] = None,
     batch_size: Annotated[
@@ -97,7 +99,8 @@ def import_command(
             "--epoch",
             formats=["%Y-%m-%dT%H:%M:%S%z"],
             help="Time that second 0 of an Alibaba trace stands for, with a UTC "
-            "offset, e.g. 2023-01-01T00:00:00+00:00. [default: 1970-01-01 UTC]",
+            "offset, e.g. 2023-01-01T00:00:00+00:00.",
+            show_default="1970-01-01T00:00:00+00:00",
         ),
     ] = UNIX_EPOCH,
     max_reports: Annotated[

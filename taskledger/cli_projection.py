@@ -32,7 +32,8 @@ def project(
         typer.Option(
             "--seconds",
             min=0.1,
-            help="Stop after this many seconds. [default: run until Ctrl-C]",
+            help="Stop after this many seconds.",
+            show_default="run until Ctrl-C",
         ),
     ] = None,
 ) -> None:

@@ -216,8 +216,8 @@ def tail(
         typer.Option(
             "--after-position",
             min=0,
-            help="Start with the updates after this event position. [default: "
-            "only updates from now on]",
+            help="Start with the updates after this event position.",
+            show_default="only updates from now on",
         ),
     ] = None,
     max_updates: Annotated[
