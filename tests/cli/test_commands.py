@@ -160,3 +160,13 @@ def test_console_script_imports_in_subprocess(
     assert strict.returncode == 1
     assert "error: line 2 is invalid" in strict.stderr
     assert "Traceback" not in strict.stderr
+
+
+def test_help_shows_descriptive_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+
+    result = CliRunner().invoke(app, ["import", "--help"])
+
+    assert result.exit_code == 0
+    assert "(from the file name)" in result.stdout
+    assert "(the file name)" in result.stdout
