@@ -1,6 +1,6 @@
 """Import the BPI Challenge 2013 incident log and check it against a plain reading.
 
-Runs only when TASKLEDGER_REAL_LOGS names a folder that holds
+Runs only when TASKLEDGER_REAL_LOGS names a folder that contains
 bpic2013_incidents.xes.gz. The plain reading below applies the shipped
 mapping's rules on its own, with the standard library's XML parser, so the two
 sides share no code.
@@ -99,7 +99,7 @@ def plain_task(trace: Any, namespace: str) -> PlainTask:
 
 
 def step(task: PlainTask, status: str, moment: datetime) -> None:
-    """Apply one mapped event as the mapping's rules say, or drop it."""
+    """Apply one mapped event under the mapping's rules, or drop it."""
     current = task.status
     if current is None:
         accepted = status in FIRST_STATUSES
