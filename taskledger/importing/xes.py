@@ -17,7 +17,13 @@ from defusedxml.ElementTree import iterparse
 
 from domain.errors import InvalidInputError
 from domain.status import TaskStatus
-from domain.values import clean_metadata, optional_id, require_id, require_text
+from domain.values import (
+    clean_metadata,
+    optional_id,
+    optional_text,
+    require_id,
+    require_text,
+)
 from taskledger.importing.mapping import (
     IGNORE,
     LIFECYCLE_KEY,
@@ -57,6 +63,12 @@ def read_xes(stream: IO[bytes], mapping: XesMapping) -> Generator[Entry]:
         raise XesFormatError(f"the XES file is not well-formed XML: {error}") from None
     except DefusedXmlException as error:
         raise XesFormatError(f"the XES file was rejected as unsafe: {error}") from None
+    except (LookupError, ValueError) as error:
+        # expat raises these for an unknown or multi-byte encoding in the XML
+        # declaration (utf-32, for example).
+        raise XesFormatError(
+            f"the XES file cannot be decoded: {error}; save it as UTF-8"
+        ) from None
 
 
 class _TraceReader:
@@ -141,15 +153,19 @@ class _TraceReader:
             metadata = clean_metadata(
                 {key: event[key] for key in self.mapping.metadata if key in event}
             )
+            # Trimmed as in JSON Lines, so an id gives one task uuid in both formats.
+            identifier = require_id("task id", external_id)
             return Transition(
                 line=number,
                 where=where,
-                external_id=require_id("task id", external_id),
-                task_id=task_uuid(external_id),
+                external_id=identifier,
+                task_id=task_uuid(identifier),
                 status=status,
                 occurred_at=occurred_at,
                 creation=creation,
-                error_message=field("error_message", None),
+                error_message=optional_text(
+                    "error_message", field("error_message", None)
+                ),
                 metadata=metadata,
             )
         except InvalidInputError as error:
