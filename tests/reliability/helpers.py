@@ -1,4 +1,4 @@
-"""Shared pieces of the reliability tests: races, waiting, and counting events."""
+"""Shared pieces of the reliability tests: races, waiting, counting and folding."""
 
 from __future__ import annotations
 
@@ -9,6 +9,13 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from domain.record import evolve
+from infrastructure.mapper import PydanticMapper
+from projections.events import decode_event
+from tests.projections.helpers import FoldedTask
 
 Db = psycopg.Connection[tuple[Any, ...]]
 
@@ -77,3 +84,27 @@ def checkpoint(db: Db, projection: str = "agent_tasks") -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def fold_through(
+    database_url: str, schema: str, position: int
+) -> dict[UUID, FoldedTask]:
+    """Fold the events up to position, in the form projected_tasks() returns."""
+    mapper = PydanticMapper()
+    folded: dict[UUID, FoldedTask] = {}
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "select position, task_id, version, topic, payload::text as payload, "
+                "state from {} where position <= %s order by position"
+            ).format(sql.Identifier(schema, "task_events")),
+            (position,),
+        )
+        for row in rows:
+            before = folded.get(row["task_id"])
+            record = evolve(
+                None if before is None else before.record, decode_event(mapper, row)
+            ).model_copy(update={"position": row["position"]})
+            created = row["position"] if before is None else before.created_position
+            folded[record.id] = FoldedTask(record, created)
+    return folded
