@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from domain.record import evolve
+from domain.record import TaskRecord, evolve
 from infrastructure.mapper import PydanticMapper
 from projections.events import decode_event
 from tests.projections.helpers import FoldedTask
@@ -108,3 +108,23 @@ def fold_through(
             created = row["position"] if before is None else before.created_position
             folded[record.id] = FoldedTask(record, created)
     return folded
+
+
+def fold_each(database_url: str, schema: str) -> dict[int, TaskRecord]:
+    """Return, for every event's position, its task as folded up to that event."""
+    mapper = PydanticMapper()
+    records: dict[UUID, TaskRecord] = {}
+    at_position: dict[int, TaskRecord] = {}
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "select position, task_id, version, topic, payload::text as payload, "
+                "state from {} order by position"
+            ).format(sql.Identifier(schema, "task_events"))
+        )
+        for row in rows:
+            record = evolve(records.get(row["task_id"]), decode_event(mapper, row))
+            record = record.model_copy(update={"position": row["position"]})
+            records[record.id] = record
+            at_position[row["position"]] = record
+    return at_position
