@@ -65,7 +65,7 @@ from projections.subscriptions_retention import (
 )
 from projections.tables import ProjectionTables
 from taskledger.commands import CommandContext, CommandResult, TaskCommands
-from taskledger.connect import Connection, connect
+from taskledger.connect import Connection, LedgerApplication, connect
 from taskledger.tracking import TrackedTask
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,15 @@ class TaskLedger:
             read_timeout=read_timeout,
             update_retention=update_retention,
         )
+
+    @property
+    def application(self) -> LedgerApplication:
+        """The eventsourcing application that stores this ledger's events.
+
+        Its recorder and mapper serve bulk work such as imports, which append
+        many commands in one transaction.
+        """
+        return self._connection.app
 
     @property
     def schema(self) -> str:

@@ -65,7 +65,7 @@ class LedgerWatcher:
 
 def _events_by_type(ledger: TaskLedger) -> dict[str, int]:
     """Count the ledger's events by type with SQL on task_events."""
-    recorder = ledger._commands.recorder
+    recorder = ledger.application.recorder
     assert isinstance(recorder, TaskEventsRecorder)
     statement = SQL(
         "select event_type, count(*) as n from {table} group by event_type"

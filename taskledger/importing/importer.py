@@ -91,7 +91,7 @@ class Importer:
     ) -> None:
         # The importer appends through the recorder directly, beside the
         # facade's commands, so that one transaction carries a whole batch.
-        self.app = ledger._commands.app
+        self.app = ledger.application
         recorder = self.app.recorder
         assert isinstance(recorder, TaskEventsRecorder)
         self.recorder = recorder
