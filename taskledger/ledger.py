@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
@@ -71,6 +72,7 @@ from taskledger.tracking import TrackedTask
 logger = logging.getLogger(__name__)
 
 DEFAULT_READ_TIMEOUT = 10.0
+CHECKPOINT_POLL_SECONDS = 0.02
 
 
 class TaskLedger:
@@ -98,6 +100,7 @@ class TaskLedger:
         self._projector = ProjectorRunner(
             connection.url, TaskProjector(self._tables), on_idle=pruner.prune_if_due
         )
+        self._project = project
         if project:
             self._projector.start()
 
@@ -474,11 +477,30 @@ class TaskLedger:
         if position <= 0:
             return
         limit = self._read_timeout if timeout is None else timeout
+        if not self._project:
+            checkpoint = self._poll_checkpoint(position, limit)
+            if checkpoint >= position:
+                return
+            raise ProjectionLagError(position, checkpoint, limit)
         if self._projector.wait_for(position, limit):
             return
         if self._projector.error is not None:
             raise self._projector.error
         raise ProjectionLagError(position, self._projector.checkpoint, limit)
+
+    def _poll_checkpoint(self, position: int, timeout: float) -> int:
+        """Read the checkpoint until it reaches position or timeout seconds pass.
+
+        A ledger opened with project=False runs no projector thread to publish
+        the checkpoint, so it reads the one that another process commits.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._reading("wait_for_projection", wait=False) as conn:
+                checkpoint = self._projector.projector.checkpoint(conn)
+            if checkpoint >= position or time.monotonic() >= deadline:
+                return checkpoint
+            time.sleep(CHECKPOINT_POLL_SECONDS)
 
     # Subscriptions
 
