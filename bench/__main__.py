@@ -235,7 +235,11 @@ def run_catchup(run: Run) -> None:
 def run_import(run: Run) -> None:
     from bench.imports import measure_import  # noqa: PLC0415
 
-    run.add(measure_import(run.database, run.sizes.import_lines, run.seed()))
+    run.add(
+        measure_import(
+            run.database, run.sizes.import_lines, run.seed(), run.profile_dir
+        )
+    )
 
 
 def run_realtime(run: Run) -> None:

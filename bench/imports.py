@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.baselines import PLAIN_COPY, create_plain_table, plain_row
 from bench.database import BenchDatabase
+from bench.profiling import profiled
 from bench.results import Line, below, ratio_at_least
 from bench.workload import (
     MEAN_EVENTS_PER_TASK,
@@ -34,7 +35,8 @@ from bench.workload import (
     stored_events,
 )
 from infrastructure.mapper import PydanticMapper
-from taskledger.importing import task_uuid
+from taskledger import TaskLedger
+from taskledger.importing import ImportFormat, ImportOptions, import_file, task_uuid
 
 RATIO_TARGET = 0.25
 MEMORY_TARGET_MB = 300.0
@@ -165,13 +167,32 @@ def copy_baseline(database: BenchDatabase, schema: str, copy_text: Path) -> floa
         return time.perf_counter() - started
 
 
-def measure_import(database: BenchDatabase, lines: int, seed: int) -> list[Line]:
+def profile_import(
+    database: BenchDatabase, schema: str, jsonl: Path, directory: Path
+) -> None:
+    """Import in this process under pyinstrument (the CLI's code minus its output).
+
+    The projector thread is off, so the profile shows the import alone.
+    """
+    with (
+        TaskLedger.open(database.url, schema=schema, project=False) as ledger,
+        profiled(directory, "import"),
+    ):
+        import_file(ledger, jsonl, ImportOptions(format=ImportFormat.JSONL))
+
+
+def measure_import(
+    database: BenchDatabase, lines: int, seed: int, profile_dir: Path | None = None
+) -> list[Line]:
     with tempfile.TemporaryDirectory(prefix="taskledger-bench-") as directory:
         jsonl, copy_text, written = write_files(Path(directory), lines, seed)
         with database.schema("import_ledger") as schema:
             summary = run_import(database, schema, jsonl)
         with database.schema("import_copy") as schema:
             copy_seconds = copy_baseline(database, schema, copy_text)
+        if profile_dir is not None:
+            with database.schema("import_profile") as schema:
+                profile_import(database, schema, jsonl, profile_dir)
     imported = int(summary["imported"])
     note = (
         f"{written:,} lines: imported {imported:,}, skipped {summary['skipped']}, "
