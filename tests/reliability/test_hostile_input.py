@@ -22,8 +22,9 @@ from taskledger import (
     InvalidTransitionError,
     TaskLedger,
     TaskRecord,
+    TaskUpdate,
 )
-from tests.reliability.helpers import Db
+from tests.reliability.helpers import Db, wait_until
 
 SIZE = 50 * 1024 * 1024
 # A rejection must come from validation alone, so it takes far less than this.
@@ -180,6 +181,31 @@ def test_sql_text_in_filters_matches_literally(ledger: TaskLedger, db: Db) -> No
     assert ledger.get_statistics().total == len(SQL_TEXTS) + 1
     assert ledger.get_tasks(agent_id="plain").tasks == [plain]
     assert snapshot(db) == before
+
+
+def test_sql_text_in_subscription_filters_matches_literally(
+    ledger: TaskLedger,
+) -> None:
+    tasks = {text: ledger.create_task(text, "A", "m", text, text) for text in SQL_TEXTS}
+    head = max(task.position or 0 for task in tasks.values())
+    received: dict[str, list[TaskUpdate]] = {text: [] for text in SQL_TEXTS}
+    subscriptions = [
+        ledger.subscribe(
+            received[text].append,
+            agent_id=text,
+            user_id=text,
+            task_type=text,
+            after_position=0,
+        )
+        for text in SQL_TEXTS
+    ]
+
+    for subscription in subscriptions:
+        wait_until(lambda s=subscription: s.position >= head)
+        subscription.unsubscribe()
+
+    for text, task in tasks.items():
+        assert [update.task for update in received[text]] == [task]
 
 
 @pytest.mark.parametrize("text", SQL_TEXTS)
