@@ -58,7 +58,7 @@ def restartable_server(data_dir: Path) -> Iterator[RestartableServer]:
     """Start a server in data_dir; stop it and delete its data afterwards."""
     import pgserver
 
-    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")  # type: ignore[attr-defined]
     restartable = RestartableServer(server)
     try:
         yield restartable

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from taskledger import (
     IdempotencyConflictError,
     InvalidInputError,
     InvalidTransitionError,
+    Subscription,
     TaskLedger,
     TaskRecord,
     TaskUpdate,
@@ -37,6 +39,10 @@ SQL_TEXTS = [
     "%s %(x)s $1 ? ?| \\ ''",
     "$$; truncate task_events; $$",
 ]
+
+
+def delivered_through(subscription: Subscription, position: int) -> bool:
+    return subscription.position >= position
 
 
 def snapshot(db: Db) -> list[tuple[Any, ...]]:
@@ -201,7 +207,7 @@ def test_sql_text_in_subscription_filters_matches_literally(
     ]
 
     for subscription in subscriptions:
-        wait_until(lambda s=subscription: s.position >= head)
+        wait_until(partial(delivered_through, subscription, head))
         subscription.unsubscribe()
 
     for text, task in tasks.items():

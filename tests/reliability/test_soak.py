@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from uuid import UUID
 
@@ -124,6 +125,9 @@ class Subscriber:
     agent_id: str | None = None
     status: str | None = None
 
+    def delivered_through(self, position: int) -> bool:
+        return self.subscription.position >= position
+
     def expects(self, position: int, record: TaskRecord) -> bool:
         return (
             position > self.started_after
@@ -204,7 +208,7 @@ def run_soak(
         head = head_position(db)
         wait_until(lambda: checkpoint(db) == head, timeout=60)
         for subscriber in subscribers:
-            wait_until(lambda s=subscriber: s.subscription.position >= head, timeout=60)
+            wait_until(partial(subscriber.delivered_through, head), timeout=60)
             subscriber.subscription.unsubscribe()
         with TaskLedger.open(database_url, schema=schema, project=False) as reader:
             statistics = {
