@@ -111,17 +111,9 @@ class ProjectorRunner:
                     backoff = 0.1
                     self._serve(conn)
             except ProjectionError as error:
-                logger.error(  # noqa: TRY400 (the cause is in the message)
-                    "projection %s stopped: %s",
-                    self.projector.tables.projection,
-                    error,
-                    extra={"action": "projection_stopped"},
-                )
-                self.error = error
-                with self._changed:
-                    self._changed.notify_all()
+                self._fail(error)
                 return
-            except psycopg.Error as error:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 self.is_active = False
                 logger.warning(
                     "projector connection failed, retrying in %.1f s: %s",
@@ -131,6 +123,32 @@ class ProjectorRunner:
                 )
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except Exception as error:
+                # A data error or a bug fails the same batch again on every
+                # retry, so the projection stops and queries report why.
+                name = self.projector.tables.projection
+                logger.exception(
+                    "projection %s failed", name, extra={"action": "projection_failed"}
+                )
+                stopped = ProjectionError(
+                    f"projection {name} stopped after an unexpected error: {error}; "
+                    "fix the cause and restart the process to resume from its "
+                    "checkpoint"
+                )
+                stopped.__cause__ = error
+                self._fail(stopped)
+                return
+
+    def _fail(self, error: ProjectionError) -> None:
+        logger.error(
+            "projection %s stopped: %s",
+            self.projector.tables.projection,
+            error,
+            extra={"action": "projection_stopped"},
+        )
+        self.error = error
+        with self._changed:
+            self._changed.notify_all()
 
     def _serve(self, conn: Connection[DictRow]) -> None:
         # New events wake the active runner; committed batches wake standbys,
