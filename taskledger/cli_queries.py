@@ -87,7 +87,7 @@ def stats(
     as_json: JsonOption = False,
 ) -> None:
     """Print task counts by status, durations and the failure rate."""
-    with open_ledger(settings_of(context)) as ledger:
+    with open_ledger(settings_of(context), migrate=False) as ledger:
         _catch_up(ledger, wait)
         figures = ledger.get_statistics(agent_id, task_type, since, until)
     if as_json:
@@ -121,7 +121,7 @@ def tasks(
     as_json: JsonOption = False,
 ) -> None:
     """List tasks, newest first, with the number of tasks that match."""
-    with open_ledger(settings_of(context)) as ledger:
+    with open_ledger(settings_of(context), migrate=False) as ledger:
         _catch_up(ledger, wait)
         page = ledger.get_tasks(
             agent_id,
@@ -160,7 +160,7 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """Print every event of a task: when, what, and who caused it."""
-    with open_ledger(settings_of(context), project=False) as ledger:
+    with open_ledger(settings_of(context), migrate=False, project=False) as ledger:
         entries = ledger.get_history(task_id)
     if as_json:
         for entry in entries:
@@ -186,7 +186,7 @@ def history(
 @reported_errors
 def lag(context: typer.Context, as_json: JsonOption = False) -> None:
     """Print the newest event's position and how far each projection is behind."""
-    with open_ledger(settings_of(context), project=False) as ledger:
+    with open_ledger(settings_of(context), migrate=False, project=False) as ledger:
         report = ledger.lag()
     if as_json:
         typer.echo(report.model_dump_json())
@@ -234,7 +234,7 @@ def tail(
     received: queue.Queue[TaskUpdate] = queue.Queue()
     deadline = None if seconds is None else time.monotonic() + seconds
     shown = 0
-    with open_ledger(settings_of(context)) as ledger:
+    with open_ledger(settings_of(context), migrate=False) as ledger:
         subscription = ledger.subscribe(
             received.put, agent_id, status, user_id, task_type, after_position
         )

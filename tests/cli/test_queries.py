@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import psycopg
+import pytest
 
 from taskledger import TaskLedger
 from tests.cli.conftest import Invoke
@@ -45,6 +46,33 @@ def test_stats_rejects_time_without_offset(invoke: Invoke) -> None:
 
     assert result.exit_code == 2
     assert "has no UTC offset" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats"],
+        ["tasks"],
+        ["history", "00000000-0000-0000-0000-000000000000"],
+        ["lag"],
+        ["tail", "--seconds", "0.5"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_read_command_does_not_migrate(
+    invoke: Invoke, database_url: str, schema: str, command: list[str]
+) -> None:
+    result = invoke(*command)
+
+    assert result.exit_code == 1, result.output
+    assert "has no ledger tables" in result.stderr
+    assert "taskledger migrate" in result.stderr
+    assert "Traceback" not in result.output
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "select count(*) from pg_tables where schemaname = %s", (schema,)
+        ).fetchone()
+    assert row == (0,)
 
 
 def test_tasks_lists_filtered_page(invoke: Invoke, ledger: TaskLedger) -> None:
