@@ -19,7 +19,7 @@ from rich.markup import escape
 from domain.errors import LedgerError
 from infrastructure.embedded import EmbeddedPostgres
 from infrastructure.settings import resolve_database_url, resolve_schema
-from taskledger.importing import MappingError, XesFormatError
+from taskledger.importing import ImportFileError, MappingError, XesFormatError
 from taskledger.ledger import TaskLedger
 
 logger = logging.getLogger("taskledger.cli")
@@ -145,11 +145,19 @@ def _log_level(args: tuple[Any, ...], kwargs: dict[str, Any]) -> LogLevel:
 def describe_error(error: Exception) -> str | None:
     """Return the sentence for an error the user can act on, else None."""
     if isinstance(
-        error, CommandFailedError | LedgerError | MappingError | XesFormatError
+        error,
+        CommandFailedError
+        | LedgerError
+        | MappingError
+        | XesFormatError
+        | ImportFileError,
     ):
         return str(error)
     if isinstance(error, OSError):
         return _describe_os_error(error)
+    if isinstance(error, EOFError):
+        detail = str(error) or "no detail"
+        return f"the input ended unexpectedly ({detail}); the file may be truncated"
     return None
 
 
@@ -160,4 +168,6 @@ def _describe_os_error(error: OSError) -> str:
         return f"{error.filename} is a directory; give a file"
     if isinstance(error, PermissionError):
         return f"permission denied reading {error.filename}"
-    return f"{error.filename or 'a file'} cannot be read: {error.strerror}"
+    # Errors raised by libraries (gzip, for example) often carry no strerror.
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{error.filename or 'a file'} cannot be read: {reason}"

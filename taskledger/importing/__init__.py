@@ -18,13 +18,21 @@ from taskledger.importing.records import (
     Rejected,
     task_uuid,
 )
-from taskledger.importing.sources import ImportFormat, SourceFile, detect_format
+from taskledger.importing.sources import (
+    ImportFileError,
+    ImportFormat,
+    SourceFile,
+    detect_format,
+    is_gzip,
+    verify_gzip,
+)
 from taskledger.importing.xes import XesFormatError, read_xes
 from taskledger.ledger import TaskLedger
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "TASK_ID_NAMESPACE",
+    "ImportFileError",
     "ImportFormat",
     "ImportOptions",
     "ImportSummary",
@@ -61,8 +69,12 @@ def import_file(
     """Import one file; on_progress gets the summary, bytes read and file size.
 
     The source name recorded with each event (the file name unless given)
-    lets a re-run recognise what it imported before.
+    lets a re-run recognise what it imported before. A gzip file is read
+    through once before anything is appended, and ImportFileError reports a
+    damaged one.
     """
+    if is_gzip(path):
+        verify_gzip(path)
     with SourceFile(path) as source_file:
         entries, rules = _entries(source_file, options)
         importer = Importer(

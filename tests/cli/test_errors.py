@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from taskledger.cli import app
+from taskledger.cli_common import describe_error
 from tests.cli.conftest import Invoke
 
 runner = CliRunner()
@@ -124,3 +126,38 @@ def test_malformed_xes_is_one_sentence(invoke: Invoke, tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert "the XES file is not well-formed XML" in result.stderr
+
+
+def test_truncated_gzip_is_one_sentence(invoke: Invoke, tmp_path: Path) -> None:
+    plain = "".join(
+        f'{{"task_id": "t{number}", "status": "pending", '
+        f'"occurred_at": "2024-01-01T00:00:00Z"}}\n'
+        for number in range(2_000)
+    )
+    path = tmp_path / "h.jsonl.gz"
+    path.write_bytes(gzip.compress(plain.encode())[:-40])
+
+    result = invoke("import", "--batch-size", "10", str(path))
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: {path} is a damaged or truncated gzip file"
+    )
+    assert "nothing was imported" in result.stderr
+    assert "None" not in result.stderr
+    assert "Import summary" not in result.stdout
+
+
+def test_os_error_without_strerror_shows_text() -> None:
+    error = OSError("Not a gzipped file (b'xx')")
+
+    message = describe_error(error)
+
+    assert message == "a file cannot be read: Not a gzipped file (b'xx')"
+
+
+def test_eof_error_is_described() -> None:
+    message = describe_error(EOFError("Compressed file ended early"))
+
+    assert message is not None
+    assert message.startswith("the input ended unexpectedly (Compressed file")
