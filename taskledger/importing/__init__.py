@@ -100,7 +100,7 @@ def _entries(
     source_file: SourceFile, options: ImportOptions
 ) -> tuple[Generator[Entry], ReadRules]:
     if options.format is ImportFormat.JSONL:
-        return read_jsonl(source_file.stream), JSONL_RULES
+        return read_jsonl(source_file.stream, source_file.path.name), JSONL_RULES
     if options.format is ImportFormat.ALIBABA:
         return read_alibaba(source_file.stream, options.epoch), ALIBABA_RULES
     if options.mapping is None:

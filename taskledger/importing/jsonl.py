@@ -25,6 +25,7 @@ from taskledger.importing.records import (
     Transition,
     task_uuid,
 )
+from taskledger.importing.sources import ImportFileError
 
 # A transition that the state machine rejects is rejected, as through the API.
 JSONL_RULES = ReadRules()
@@ -49,14 +50,39 @@ class TransitionLine(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-def read_jsonl(stream: IO[bytes]) -> Generator[Entry]:
-    """Yield one entry per non-blank line of a binary stream."""
+def read_jsonl(stream: IO[bytes], name: str = "the file") -> Generator[Entry]:
+    """Yield one entry per non-blank line of a binary stream.
+
+    Raises ImportFileError if the first non-blank line shows that the stream
+    is binary data or XML, so that a file of another format is not read as
+    thousands of invalid lines. name is the file's name for that message.
+    """
+    checked = False
     for number, raw in enumerate(stream, start=1):
         # A UTF-8 byte order mark may open the file.
         content = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
         if not content.strip():
             continue
+        if not checked:
+            _check_first_line(content, name)
+            checked = True
         yield parse_line(content, number)
+
+
+def _check_first_line(content: bytes, name: str) -> None:
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ImportFileError(
+            f"{name} is not JSON Lines: its first line is not UTF-8 text, so it "
+            "looks like binary data; decompress it if it is an archive, or give "
+            "the right --format (xes or alibaba)"
+        ) from None
+    if text.lstrip().startswith("<"):
+        raise ImportFileError(
+            f"{name} is not JSON Lines: it starts with XML, like an XES log; "
+            "import it with --format xes and --mapping FILE.toml"
+        )
 
 
 def parse_line(raw: bytes, number: int) -> Entry:

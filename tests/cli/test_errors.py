@@ -161,3 +161,16 @@ def test_eof_error_is_described() -> None:
 
     assert message is not None
     assert message.startswith("the input ended unexpectedly (Compressed file")
+
+
+def test_gzip_xes_as_jsonl_is_refused(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "log.xes.gz"
+    log = "<log>\n" + "<trace><event/></trace>\n" * 500 + "</log>\n"
+    path.write_bytes(gzip.compress(log.encode()))
+
+    result = invoke("import", "--format", "jsonl", str(path))
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: log.xes.gz is not JSON Lines")
+    assert "--format xes" in result.stderr
+    assert "rejected" not in result.stderr

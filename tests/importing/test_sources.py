@@ -68,3 +68,38 @@ def test_intact_gzip_imports_every_line(
     assert summary.imported == LINES
     assert summary.rejected == 0
     assert event_count(db) == LINES
+
+
+XES_LOG = b"""<?xml version="1.0" encoding="UTF-8"?>
+<log xes.version="1.0">
+  <trace><string key="concept:name" value="a"/></trace>
+</log>
+"""
+
+
+def test_xes_read_as_jsonl_is_refused(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = tmp_path / "log.xes.gz"
+    path.write_bytes(gzip.compress(XES_LOG))
+
+    with pytest.raises(ImportFileError) as raised:
+        import_file(ledger, path, ImportOptions(format=ImportFormat.JSONL))
+
+    assert str(raised.value).startswith("log.xes.gz is not JSON Lines: it starts")
+    assert "--format xes" in str(raised.value)
+    assert event_count(db) == 0
+
+
+def test_binary_read_as_jsonl_is_refused(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    # Compressed twice, so the first decompression still yields binary data.
+    path = tmp_path / "history.jsonl.gz"
+    path.write_bytes(gzip.compress(gzip.compress(b'{"task_id": "a"}\n' * 50)))
+
+    with pytest.raises(ImportFileError) as raised:
+        import_file(ledger, path, ImportOptions(format=ImportFormat.JSONL))
+
+    assert "is not JSON Lines: its first line is not UTF-8 text" in str(raised.value)
+    assert event_count(db) == 0
