@@ -98,10 +98,12 @@ def parse_line(raw: bytes, number: int) -> Entry:
 
 def _transition(line: TransitionLine, number: int, where: str) -> Transition:
     external_id = require_id("task_id", line.task_id)
+    # Only a missing field gets the default. An explicit "" is invalid, as it
+    # is through the Python API.
     creation = {
-        "agent_id": require_id("agent_id", line.agent_id or DEFAULT_ID),
-        "agent_name": require_id("agent_name", line.agent_name or DEFAULT_ID),
-        "task_type": require_id("task_type", line.task_type or DEFAULT_ID),
+        "agent_id": require_id("agent_id", _or_default(line.agent_id)),
+        "agent_name": require_id("agent_name", _or_default(line.agent_name)),
+        "task_type": require_id("task_type", _or_default(line.task_type)),
         "user_id": optional_id("user_id", line.user_id),
         "message": require_text("message", line.message or ""),
     }
@@ -118,6 +120,10 @@ def _transition(line: TransitionLine, number: int, where: str) -> Transition:
         error_message=optional_text("error_message", line.error_message),
         metadata=clean_metadata(line.metadata),
     )
+
+
+def _or_default(value: str | None) -> str:
+    return DEFAULT_ID if value is None else value
 
 
 def describe_validation_error(error: ValidationError) -> str:

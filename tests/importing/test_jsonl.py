@@ -117,6 +117,24 @@ def test_missing_fields_get_defaults(
     assert payload["user_id"] is None
 
 
+@pytest.mark.parametrize("field", ["agent_id", "agent_name", "task_type"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_explicitly_empty_id_is_rejected(
+    ledger: TaskLedger, db: Db, tmp_path: Path, field: str, value: str
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [line("a", "pending", 0), line("b", "pending", 1, **{field: value})],
+    )
+
+    summary, rejected = run_import(ledger, path)
+
+    assert [item.where for item in rejected] == ["line 2"]
+    assert rejected[0].reason == f"{field} must not be empty"
+    assert summary.imported == 1
+    assert event_types(db, "b") == []
+
+
 @pytest.mark.parametrize(
     ("status", "types"),
     [
