@@ -94,7 +94,7 @@ def import_command(
         ),
     ] = DEFAULT_BATCH_SIZE,
     epoch: Annotated[
-        datetime,
+        datetime | None,
         typer.Option(
             "--epoch",
             formats=["%Y-%m-%dT%H:%M:%S%z"],
@@ -102,7 +102,7 @@ def import_command(
             "offset, e.g. 2023-01-01T00:00:00+00:00.",
             show_default="1970-01-01T00:00:00+00:00",
         ),
-    ] = UNIX_EPOCH,
+    ] = None,
     max_reports: Annotated[
         int,
         typer.Option(
@@ -155,7 +155,7 @@ def _options(
     strict: bool,
     source: str | None,
     batch_size: int,
-    epoch: datetime,
+    epoch: datetime | None,
 ) -> ImportOptions:
     if not file.is_file():
         if file.exists():
@@ -171,7 +171,8 @@ def _options(
         raise CommandFailedError(
             "an XES import needs --mapping FILE.toml; see examples/mappings/"
         )
-    if epoch.tzinfo is None:
+    _reject_unused_options(file, chosen, mapping, epoch)
+    if epoch is not None and epoch.tzinfo is None:
         raise CommandFailedError("--epoch needs a UTC offset, e.g. +00:00")
     return ImportOptions(
         format=chosen,
@@ -179,8 +180,32 @@ def _options(
         strict=strict,
         source=source,
         batch_size=batch_size,
-        epoch=epoch,
+        epoch=UNIX_EPOCH if epoch is None else epoch,
     )
+
+
+_FORMAT_NAMES = {
+    ImportFormat.JSONL: "JSON Lines",
+    ImportFormat.XES: "an XES log",
+    ImportFormat.ALIBABA: "an Alibaba pod list",
+}
+
+
+def _reject_unused_options(
+    file: Path, chosen: ImportFormat, mapping: Path | None, epoch: datetime | None
+) -> None:
+    """Raise for an option that the chosen format would silently ignore."""
+    read_as = f"{file.name} is read as {_FORMAT_NAMES[chosen]}"
+    if mapping is not None and chosen is not ImportFormat.XES:
+        raise CommandFailedError(
+            f"--mapping applies only to XES logs, but {read_as}; drop --mapping "
+            "or give --format xes"
+        )
+    if epoch is not None and chosen is not ImportFormat.ALIBABA:
+        raise CommandFailedError(
+            f"--epoch applies only to the Alibaba pod list, but {read_as}; drop "
+            "--epoch or give --format alibaba"
+        )
 
 
 class _Reporter:

@@ -174,3 +174,61 @@ def test_gzip_xes_as_jsonl_is_refused(invoke: Invoke, tmp_path: Path) -> None:
     assert result.stderr.startswith("error: log.xes.gz is not JSON Lines")
     assert "--format xes" in result.stderr
     assert "rejected" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "message"),
+    [
+        (
+            "h.jsonl",
+            "--mapping",
+            "error: --mapping applies only to XES logs, but h.jsonl is read as "
+            "JSON Lines; drop --mapping or give --format xes",
+        ),
+        (
+            "pods.csv",
+            "--mapping",
+            "error: --mapping applies only to XES logs, but pods.csv is read as "
+            "an Alibaba pod list; drop --mapping or give --format xes",
+        ),
+        (
+            "h.jsonl",
+            "--epoch",
+            "error: --epoch applies only to the Alibaba pod list, but h.jsonl is "
+            "read as JSON Lines; drop --epoch or give --format alibaba",
+        ),
+    ],
+)
+def test_option_of_other_format_is_rejected(
+    invoke: Invoke, tmp_path: Path, name: str, option: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text("{}\n")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text("[[status]]\nname = 'A'\nstatus = 'pending'\n")
+    value = str(mapping) if option == "--mapping" else "2023-01-01T00:00:00+00:00"
+
+    result = invoke("import", str(path), option, value)
+
+    assert result.exit_code == 1
+    assert result.stderr.strip() == message
+    assert "Import summary" not in result.stdout
+
+
+def test_epoch_with_xes_is_rejected(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "log.xes"
+    path.write_text("<log/>")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text("[[status]]\nname = 'A'\nstatus = 'pending'\n")
+
+    result = invoke(
+        "import",
+        str(path),
+        "--mapping",
+        str(mapping),
+        "--epoch",
+        "2023-01-01T00:00:00+00:00",
+    )
+
+    assert result.exit_code == 1
+    assert "--epoch applies only to the Alibaba pod list" in result.stderr
