@@ -94,17 +94,17 @@ def write_files(directory: Path, lines: int, seed: int) -> tuple[Path, Path, int
             for external, plan in batch:
                 timed.extend(transition_lines(external, plan))
             timed.sort(key=lambda item: item[0])
-            wanted = min(len(timed), lines - written)
-            lines_out.writelines(text + "\n" for _, text in timed[:wanted])
+            kept = min(len(timed), lines - written)
+            lines_out.writelines(text + "\n" for _, text in timed[:kept])
             # The same tasks' events, cut at the same number of rows.
-            events = stored_events([plan for _, plan in batch], mapper)[:wanted]
+            events = stored_events([plan for _, plan in batch], mapper)[:kept]
             for event in events:
                 task_id, version, event_type, payload = plain_row(event)
                 copy_out.write(
                     f"{task_id}\t{version}\t{event_type}\t"
                     f"{_copy_escape(payload)}\t{_time_of(payload)}\n"
                 )
-            written += wanted
+            written += kept
             if written >= lines:
                 break
     return jsonl, copy_text, written
@@ -131,6 +131,7 @@ def run_import(database: BenchDatabase, schema: str, jsonl: Path) -> dict[str, A
         str(jsonl),
         "--json",
     ]
+
     started = time.perf_counter()
     with subprocess.Popen(  # noqa: S603 (fixed program, arguments from this module)
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -142,6 +143,7 @@ def run_import(database: BenchDatabase, schema: str, jsonl: Path) -> dict[str, A
         assert child.stderr is not None
         output = child.stdout.read()
         errors = child.stderr.read()
+
     if child.returncode != 0:
         raise RuntimeError(
             f"taskledger import exited {child.returncode}: {errors[-2000:]}"

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -305,8 +306,6 @@ def _nothing() -> Iterator[None]:
 
 
 def _with_note(line: Line, note: str) -> Line:
-    from dataclasses import replace  # noqa: PLC0415
-
     return replace(line, note=f"{line.note}; {note}")
 
 
