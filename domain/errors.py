@@ -65,6 +65,12 @@ class DatabaseUnavailableError(StorageError):
     retryable = True
 
 
+class DatabaseTimeoutError(StorageError):
+    """A statement hit statement_timeout or lock_timeout; it may be retried."""
+
+    retryable = True
+
+
 class ConfigurationError(LedgerError):
     """The ledger's settings are invalid, for example an unusable database URL."""
 

@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 from domain.errors import InvalidInputError, InvalidTransitionError
 from domain.record import TaskRecord, evolve
 from domain.status import TaskStatus, is_allowed
+from domain.values import check_merged_metadata
 
 
 class Task(Aggregate):
@@ -178,6 +179,9 @@ class Task(Aggregate):
                 f"occurred_at {timestamp.isoformat()} is earlier than task "
                 f"{self.id}'s previous event at {self.modified_on.isoformat()}"
             )
+        metadata = fields.get("metadata")
+        if metadata:
+            check_merged_metadata({**self.record.metadata, **metadata})
         self.trigger_event(event_class, timestamp=timestamp, **fields)
 
 

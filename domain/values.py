@@ -16,13 +16,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from domain.errors import InvalidInputError
 
 MAX_ID_LENGTH = 200
+# Metadata merges into the task with each command, so its total is bounded too.
+MAX_METADATA_BYTES = 2 * 1024 * 1024
+# Times outside this range are rejected: they are almost always mistakes, and
+# bounding them keeps durations and the statistics' sums far from overflow.
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_TEXT_BYTES = 1024 * 1024
 MAX_EVENT_BYTES = 2 * 1024 * 1024
 MAX_JSON_DEPTH = 64
@@ -93,7 +99,10 @@ def parse_task_id(value: object) -> UUID:
             return UUID(value.strip())
         except ValueError:
             pass
-    raise InvalidInputError(f"task id {value!r} is not a UUID")
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    raise InvalidInputError(f"task id {shown} is not a UUID")
 
 
 def require_aware(name: str, value: object) -> datetime:
@@ -105,7 +114,13 @@ def require_aware(name: str, value: object) -> datetime:
         raise InvalidInputError(
             f"{name} {value.isoformat()} has no time zone; give an aware datetime"
         )
-    return value
+    if not EARLIEST_TIME <= value < LATEST_TIME:
+        raise InvalidInputError(
+            f"{name} {value.isoformat()} is outside the supported range "
+            f"{EARLIEST_TIME.isoformat()} to {LATEST_TIME.isoformat()}"
+        )
+    # UTC keeps offsets with seconds (historical local times) exact in JSON.
+    return value.astimezone(UTC)
 
 
 def clean_json(name: str, value: object) -> Any:
@@ -213,4 +228,14 @@ def check_event_size(fields: dict[str, Any]) -> None:
         raise InvalidInputError(
             f"the event's payload is {size} bytes; the maximum is "
             f"{MAX_EVENT_BYTES} bytes"
+        )
+
+
+def check_merged_metadata(metadata: dict[str, Any]) -> None:
+    """Reject a task whose merged metadata would pass MAX_METADATA_BYTES."""
+    size = len(json.dumps(metadata, ensure_ascii=False, default=str).encode())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInputError(
+            f"the task's merged metadata would be {size} bytes; the maximum is "
+            f"{MAX_METADATA_BYTES} bytes, so send smaller metadata"
         )

@@ -16,7 +16,10 @@ DEFAULT_SCHEMA = "public"
 # Supabase's transaction-mode pooler (Supavisor) listens on this port.
 TRANSACTION_POOLER_PORT = "6543"
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# 48 characters leave room for the NOTIFY channels "<schema>_task_updates" and
+# "<schema>_task_events" within PostgreSQL's 63-byte identifier limit.
+MAX_SCHEMA_LENGTH = 48
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ def validate_schema(name: str) -> str:
     if not _SCHEMA_NAME.match(name):
         raise ConfigurationError(
             f"schema name {name!r} is invalid: use lower-case letters, digits and "
-            "underscores, starting with a letter or underscore, at most 63 characters"
+            "underscores, starting with a letter or underscore, at most "
+            f"{MAX_SCHEMA_LENGTH} characters"
         )
     return name
 
@@ -65,7 +69,9 @@ def check_connection_mode(url: str) -> None:
 def mask_conninfo(url: str) -> str:
     """Return the URL or conninfo with its password replaced by ***."""
     if "://" in url:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+        # Up to the last "@", so a password with an unencoded "@" stays hidden.
+        masked = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+        return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
     try:
         params = conninfo_to_dict(url)
     except Exception:

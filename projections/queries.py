@@ -19,6 +19,7 @@ from projections.read_model import record_from_row
 from projections.tables import ProjectionTables
 
 MAX_PAGE_SIZE = 1000
+MAX_OFFSET = 2**31 - 1
 
 
 class TaskPage(BaseModel):
@@ -106,6 +107,8 @@ def check_page(limit: object, offset: object) -> tuple[int, int]:
         )
     if offset < 0:
         raise InvalidInputError(f"offset {offset} is negative; use 0 or more")
+    if offset > MAX_OFFSET:
+        raise InvalidInputError(f"offset {offset} is above the maximum {MAX_OFFSET}")
     return limit, offset
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
 
+from domain.errors import ConfigurationError
 from infrastructure.embedded import EmbeddedPostgres
 from infrastructure.errors import translated_errors
 from infrastructure.migrator import apply_migrations
@@ -40,6 +42,19 @@ class Connection:
     embedded: EmbeddedPostgres | None
 
 
+def _require_ledger(conn: psycopg.Connection[Any], schema: str, url: str) -> None:
+    row = conn.execute(
+        "select to_regclass(format('%%I.task_events', %s::text)) is not null",
+        (schema,),
+    ).fetchone()
+    if not row or not row[0]:
+        raise ConfigurationError(
+            f"schema {schema!r} at {mask_conninfo(url)} has no ledger tables; "
+            "run `taskledger migrate` (or open with migrate=True), or check the "
+            "schema name"
+        )
+
+
 def connect(
     database_url: str | None,
     schema: str | None,
@@ -54,14 +69,19 @@ def connect(
         embedded = EmbeddedPostgres(data_dir)
         url = embedded.start()
     schema_name = resolve_schema(schema)
-    if migrate:
-        with (
-            translated_errors(f"migrating {mask_conninfo(url)}"),
-            psycopg.connect(url, autocommit=True, connect_timeout=10) as conn,
-        ):
+    action = "migrating" if migrate else "connecting to"
+    with (
+        translated_errors(f"{action} {mask_conninfo(url)}"),
+        psycopg.connect(url, autocommit=True, connect_timeout=10) as conn,
+    ):
+        if migrate:
             applied = apply_migrations(conn, schema_name)
-        for migration in applied:
-            logger.info("applied migration %s_%s", migration.version, migration.name)
+            for migration in applied:
+                logger.info(
+                    "applied migration %s_%s", migration.version, migration.name
+                )
+        else:
+            _require_ledger(conn, schema_name, url)
     env = {
         "PERSISTENCE_MODULE": "infrastructure.persistence",
         DATABASE_URL_VARIABLE: url,

@@ -15,7 +15,7 @@ from uuid import UUID
 from psycopg import Connection as PgConnection
 from psycopg.rows import DictRow
 
-from domain.errors import InvalidInputError, ProjectionLagError
+from domain.errors import InvalidInputError, LedgerError, ProjectionLagError
 from domain.record import TaskRecord
 from domain.status import TaskStatus
 from domain.task import Task
@@ -72,6 +72,8 @@ from taskledger.tracking import TrackedTask
 logger = logging.getLogger(__name__)
 
 DEFAULT_READ_TIMEOUT = 10.0
+# An exception's message is kept up to this length when track() records it.
+TRACKED_ERROR_CHARACTERS = 64 * 1024
 CHECKPOINT_POLL_SECONDS = 0.02
 
 
@@ -332,12 +334,25 @@ class TaskLedger:
         try:
             yield tracked
         except BaseException as error:
-            message_text = str(error) or type(error).__name__
-            self.fail_task(started.id, message_text)
+            self._fail_tracked(started.id, error)
             raise
         tracked.task = self.complete_task(
             started.id, tracked.response, tracked.response_data, tracked.metadata
         )
+
+    def _fail_tracked(self, task_id: UUID, error: BaseException) -> None:
+        """Fail a tracked task; a failure to record it never hides the error."""
+        message_text = str(error) or type(error).__name__
+        if len(message_text) > TRACKED_ERROR_CHARACTERS:
+            message_text = message_text[:TRACKED_ERROR_CHARACTERS] + " [truncated]"
+        try:
+            self.fail_task(task_id, message_text)
+        except LedgerError:
+            logger.exception(
+                "could not record the failure of tracked task %s",
+                task_id,
+                extra={"action": "track_fail", "task_id": str(task_id)},
+            )
 
     def _change(
         self,
