@@ -156,6 +156,7 @@ class ProjectorRunner:
         tables = self.projector.tables
         for channel in (tables.events_channel, tables.updates_channel):
             conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
+        standby_logged = False
         while not self._stopping.is_set():
             if not self.is_active:
                 self.is_active = self._try_lock(conn)
@@ -165,6 +166,14 @@ class ProjectorRunner:
                         self.projector.tables.projection,
                         extra={"action": "projection_active"},
                     )
+                elif not standby_logged:
+                    logger.info(
+                        "projection %s: another process is projecting; waiting "
+                        "to take over",
+                        self.projector.tables.projection,
+                        extra={"action": "projection_standby"},
+                    )
+                    standby_logged = True
             if self.is_active:
                 self._catch_up(conn)
                 if self.on_idle is not None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -57,7 +61,7 @@ def project(
             soft_wrap=True,
         )
         try:
-            with translated_errors("projecting"):
+            with translated_errors("projecting"), _stop_on_sigterm(stop):
                 run_projector(url, schema, stop, on_batch=on_batch)
         except KeyboardInterrupt:
             stop.set()
@@ -65,6 +69,28 @@ def project(
         f"Applied {applied[0]:,} events, up to position {applied[1]:,}.",
         highlight=False,
     )
+
+
+@contextmanager
+def _stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
+    """Set stop on SIGTERM, so that the command ends as after --seconds.
+
+    Python can install signal handlers only in the main thread, so elsewhere
+    SIGTERM keeps its previous handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @reported_errors

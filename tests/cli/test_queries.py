@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from projections.runner import projection_lock_key
+from projections.tables import MAIN_PROJECTION
 from taskledger import TaskLedger
 from tests.cli.conftest import Invoke
 
@@ -183,3 +190,46 @@ def test_project_runs_for_given_seconds(
             f'select status from "{schema}".agent_tasks where id = %s', (task.id,)
         ).fetchone()
     assert row == ("pending",)
+
+
+def test_project_standby_logs_that_it_waits(
+    invoke: Invoke, database_url: str, schema: str
+) -> None:
+    assert invoke("migrate").exit_code == 0
+    key = projection_lock_key(schema, MAIN_PROJECTION)
+
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(%s)", (key,))
+        result = invoke("--log-level", "info", "project", "--seconds", "1")
+
+    assert result.exit_code == 0, result.output
+    assert "another process is projecting; waiting to take over" in result.stderr
+    assert "Applied 0 events, up to position 0." in result.stdout
+
+
+def test_project_prints_applied_on_sigterm(database_url: str, schema: str) -> None:
+    with TaskLedger.open(database_url, schema=schema, project=False) as writer:
+        writer.create_task("ops", "Ops", "Rotate keys", "chat")
+    script = Path(sys.executable).with_name("taskledger")
+    command = [str(script), "--database-url", database_url, "--schema", schema]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+
+    process = subprocess.Popen(
+        [*command, "project"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("Projecting schema")
+        # Let the projector apply the one event before the signal arrives.
+        time.sleep(2)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+
+    assert process.returncode == 0, stderr
+    assert "Applied 1 events, up to position 1." in stdout
