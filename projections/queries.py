@@ -150,6 +150,11 @@ def get_tasks(
     where, params = task_filter.where()
     with conn.transaction():
         conn.execute("set transaction isolation level repeatable read, read only")
+        # LOCK takes no snapshot, so a query that waits here behind a rebuild's
+        # swap gets its snapshot afterwards and sees the swapped-in rows.
+        conn.execute(
+            SQL("lock table {} in access share mode").format(tables.tasks_table)
+        )
         rows = conn.execute(
             page_statement(tables, where), [*params, limit, offset]
         ).fetchall()

@@ -124,6 +124,15 @@ def get_statistics(
     filters = _filters(agent_id, task_type)
     with conn.transaction():
         conn.execute("set transaction isolation level repeatable read, read only")
+        # LOCK takes no snapshot, so a query that waits here behind a rebuild's
+        # swap gets its snapshot afterwards; the order matches the swap's.
+        conn.execute(
+            SQL("lock table {}, {}, {} in access share mode").format(
+                tables.statistics_table,
+                tables.duration_bins_table,
+                tables.tasks_table,
+            )
+        )
         counters: Counter[str] = Counter()
         bins: Counter[float] = Counter()
         hours = window.whole_hours
