@@ -10,10 +10,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from infrastructure.errors import translated_errors
+from infrastructure.migrator import apply_migrations
 from infrastructure.settings import mask_conninfo
 from projections.projector import BatchResult
 from projections.rebuild import RebuildProgress
@@ -54,6 +56,11 @@ def project(
         timer.daemon = True
         timer.start()
     with database_target(settings_of(context)) as (url, schema):
+        with (
+            translated_errors(f"migrating {mask_conninfo(url)}"),
+            psycopg.connect(url, autocommit=True, connect_timeout=10) as conn,
+        ):
+            apply_migrations(conn, schema)
         console.print(
             f"Projecting schema {schema} on {mask_conninfo(url)}; Ctrl-C stops.",
             highlight=False,

@@ -233,3 +233,17 @@ def test_project_prints_applied_on_sigterm(database_url: str, schema: str) -> No
 
     assert process.returncode == 0, stderr
     assert "Applied 1 events, up to position 1." in stdout
+
+
+def test_project_migrates_new_schema(
+    invoke: Invoke, database_url: str, schema: str
+) -> None:
+    result = invoke("project", "--seconds", "1")
+
+    assert result.exit_code == 0, result.output
+    assert "Applied 0 events, up to position 0." in result.stdout
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "select to_regclass(%s) is not null", (f"{schema}.task_events",)
+        ).fetchone()
+    assert row == (True,)
