@@ -31,6 +31,7 @@ from domain.values import (
 from taskledger.importing.jsonl import parse_line, read_jsonl
 from taskledger.importing.mapping import XesMapping
 from taskledger.importing.records import Ignored, Rejected, Transition, task_uuid
+from taskledger.importing.sources import ImportFileError
 from taskledger.importing.xes import XesFormatError, read_xes
 
 FUZZ = settings(
@@ -182,8 +183,15 @@ def check_jsonl_entry(entry: object) -> None:
 @FUZZ_BYTES
 @given(st.binary(max_size=400))
 def test_jsonl_arbitrary_bytes_are_rejected_or_read(data: bytes) -> None:
-    for entry in read_jsonl(io.BytesIO(data)):
-        check_jsonl_entry(entry)
+    # Input whose first line is not UTF-8 text, or is XML, is refused whole.
+    refused: ImportFileError | None = None
+    try:
+        for entry in read_jsonl(io.BytesIO(data)):
+            check_jsonl_entry(entry)
+    except ImportFileError as error:
+        refused = error
+    if refused is not None:
+        assert "is not JSON Lines" in str(refused)
 
 
 @FUZZ
