@@ -258,8 +258,10 @@ def run_prototypes(run: Run) -> None:
     from bench.prototypes import (  # noqa: PLC0415
         measure_catchup_prototypes,
         measure_prototypes,
+        measure_statement_costs,
     )
 
+    run.add(measure_statement_costs(run.database))
     run.add(measure_prototypes(run.database, run.sizes.append_seconds * 3, run.seed()))
     events = run.sizes.scaling_events[min(1, len(run.sizes.scaling_events) - 1)]
     run.add(measure_catchup_prototypes(run.database, events, run.seed()))

@@ -28,12 +28,14 @@ from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
 from bench.appends import LedgerWriter
+from bench.baselines import PLAIN_INSERT, create_plain_table, plain_row
 from bench.catchup import load_schema
 from bench.database import BenchDatabase
 from bench.results import Line
 from bench.timing import rate
 from bench.workload import plan_tasks, template_events
 from domain.record import TaskRecord
+from infrastructure.event_rows import insert_parameters
 from infrastructure.mapper import PydanticMapper
 from infrastructure.recorders import AppendContext, AppendedEvent, TaskEventsRecorder
 from projections.changes import TaskChange
@@ -453,3 +455,64 @@ def measure_catchup_prototypes(
                 )
             )
     return lines
+
+
+def measure_statement_costs(
+    database: BenchDatabase, rounds: int = 5, count: int = 300
+) -> list[Line]:
+    """Time one append statement against one plain INSERT on one connection.
+
+    Each is timed in autocommit mode (a transaction per row) and inside one
+    open transaction (no commit per row), which separates the statement's own
+    cost from the commit's. Milliseconds per row, medians of alternating rounds.
+    """
+    templates = template_events(PydanticMapper())
+    timings: dict[str, list[float]] = {}
+    with (
+        database.schema("statement_costs") as schema,
+        TaskLedger.open(database.url, schema=schema, project=False) as ledger,
+        database.connect(schema) as conn,
+    ):
+        recorder = ledger._connection.app.recorder
+        assert isinstance(recorder, TaskEventsRecorder)
+        create_plain_table(conn)
+        created = templates[0]
+
+        def ledger_row() -> None:
+            event = StoredEvent(uuid.uuid4(), 1, created.topic, created.state)
+            parameters = insert_parameters([([event], AppendContext())])
+            conn.execute(recorder.insert_statement, parameters, prepare=True)
+
+        def plain_insert() -> None:
+            conn.execute(
+                PLAIN_INSERT,
+                (uuid.uuid4(), *plain_row(created)[1:]),
+                prepare=True,
+            )
+
+        cases = {"ledger append statement": ledger_row, "plain INSERT": plain_insert}
+        for _ in range(rounds):
+            for name, run in cases.items():
+                for in_transaction in (False, True):
+                    mode = "one open transaction" if in_transaction else "autocommit"
+                    key = f"{name}, {mode}"
+                    started = time.perf_counter()
+                    if in_transaction:
+                        with conn.transaction():
+                            for _ in range(count):
+                                run()
+                    else:
+                        for _ in range(count):
+                            run()
+                    elapsed = time.perf_counter() - started
+                    timings.setdefault(key, []).append(elapsed / count * 1000)
+    return [
+        Line(
+            "P",
+            key,
+            "ms per row",
+            statistics.median(values),
+            note=f"median of {rounds} rounds of {count} rows",
+        )
+        for key, values in timings.items()
+    ]
