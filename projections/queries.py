@@ -8,7 +8,7 @@ from uuid import UUID
 
 from psycopg import Connection
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed
+from psycopg.sql import SQL, Composed, Identifier
 from pydantic import BaseModel, ConfigDict
 
 from domain.errors import InvalidInputError, TaskNotFoundError
@@ -60,6 +60,15 @@ class TaskFilter:
             task_type=optional_id("task_type", task_type),
             created_after=_optional_time("created_after", created_after),
             created_before=_optional_time("created_before", created_before),
+        )
+
+    @property
+    def counted_by_statistics(self) -> bool:
+        """True when only agent, task type and status filter the tasks."""
+        return (
+            self.user_id is None
+            and self.created_after is None
+            and self.created_before is None
         )
 
     def where(self) -> tuple[Composed, list[object]]:
@@ -135,6 +144,50 @@ def page_statement(tables: ProjectionTables, where: Composed) -> Composed:
     ).format(tables.tasks_table, where)
 
 
+def _count_matches(
+    conn: Connection[DictRow], tables: ProjectionTables, task_filter: TaskFilter
+) -> int:
+    """Count the tasks that match, from the hourly counters where they suffice.
+
+    The statistics count every task by agent, task type and current status in
+    the projector's transaction, so for filters on those columns alone their
+    sum equals a count of agent_tasks, at a cost bounded by the number of
+    hourly buckets instead of the number of tasks.
+    """
+    if task_filter.counted_by_statistics:
+        statement, params = _statistics_count(tables, task_filter)
+    else:
+        where, params = task_filter.where()
+        statement = SQL("select count(*) as matches from {}{}").format(
+            tables.tasks_table, where
+        )
+    row = conn.execute(statement, params).fetchone()
+    return 0 if row is None or row["matches"] is None else int(row["matches"])
+
+
+def _statistics_count(
+    tables: ProjectionTables, task_filter: TaskFilter
+) -> tuple[Composed, list[object]]:
+    statuses = (
+        [task_filter.status] if task_filter.status is not None else list(TaskStatus)
+    )
+    total = SQL(" + ").join(Identifier(status.value) for status in statuses)
+    terms: list[Composed] = []
+    params: list[object] = []
+    for column, value in (
+        ("agent_id", task_filter.agent_id),
+        ("task_type", task_filter.task_type),
+    ):
+        if value is not None:
+            terms.append(SQL("{} = %s").format(Identifier(column)))
+            params.append(value)
+    where = SQL(" where ") + SQL(" and ").join(terms) if terms else SQL("")
+    statement = SQL("select sum({}) as matches from {}{}").format(
+        total, tables.statistics_table, where
+    )
+    return statement, params
+
+
 def get_tasks(
     conn: Connection[DictRow],
     tables: ProjectionTables,
@@ -163,11 +216,5 @@ def get_tasks(
         if offset == 0 and len(rows) < limit:
             total = len(rows)
         else:
-            counted = conn.execute(
-                SQL("select count(*) as matches from {}{}").format(
-                    tables.tasks_table, where
-                ),
-                params,
-            ).fetchone()
-            total = 0 if counted is None else int(counted["matches"])
+            total = _count_matches(conn, tables, task_filter)
     return TaskPage(tasks=[record_from_row(row) for row in rows], total=total)

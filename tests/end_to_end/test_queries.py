@@ -304,3 +304,36 @@ def test_version_1_failure_reads_as_current(
     assert retried.status is TaskStatus.PENDING
     assert retried.attempts == 2
     assert retried.version == 4
+
+
+def test_tasks_total_equals_count_for_every_filter(
+    ledger: TaskLedger, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    for index in range(12):
+        task = ledger.create_task(
+            f"agent{index % 2}", "A", "m", f"type{index % 3}", f"user{index % 2}"
+        )
+        if index % 4:
+            ledger.start_task(task.id)
+        if index % 4 == 2:
+            ledger.complete_task(task.id, "ok")
+    filters: list[dict[str, str]] = [
+        {},
+        {"agent_id": "agent1"},
+        {"task_type": "type2"},
+        {"status": "processing"},
+        {"agent_id": "agent0", "status": "pending"},
+        {"agent_id": "agent1", "task_type": "type1", "status": "completed"},
+        {"user_id": "user1"},
+        {"agent_id": "nobody"},
+    ]
+
+    for task_filter in filters:
+        page = ledger.get_tasks(**task_filter, limit=1)  # type: ignore[arg-type]
+        where = " and ".join(f"{column} = %s" for column in task_filter)
+        counted = db.execute(
+            "select count(*) from agent_tasks" + (f" where {where}" if where else ""),
+            list(task_filter.values()),
+        ).fetchone()
+        assert counted is not None
+        assert page.total == counted[0], task_filter
