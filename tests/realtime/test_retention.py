@@ -27,6 +27,19 @@ Db = psycopg.Connection[tuple[object, ...]]
 
 
 @pytest.fixture
+def ledger(database_url: str, schema: str) -> Iterator[TaskLedger]:
+    """A ledger whose own pruner keeps every row these tests age by days.
+
+    Its projector prunes whenever it is idle; with the default retention it
+    would race the pruners that the tests run themselves.
+    """
+    with TaskLedger.open(
+        database_url, schema=schema, update_retention=timedelta(days=3650)
+    ) as opened:
+        yield opened
+
+
+@pytest.fixture
 def dict_db(database_url: str) -> Iterator[psycopg.Connection[DictRow]]:
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
