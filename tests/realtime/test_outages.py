@@ -59,7 +59,7 @@ def test_listener_killed_mid_stream(
     subscription = ledger.subscribe(received)
     wait_until(lambda: len(listener_pids(db, schema)) == 1)
 
-    threads, results = run_writers(ledger, writers=2, tasks=80, pause=0.005)
+    threads, results = run_writers(ledger, writers=2, tasks=80, pause=0.02)
     for _ in range(3):
         time.sleep(0.3)
         assert any(thread.is_alive() for thread in threads)
@@ -89,7 +89,7 @@ def test_all_connections_killed_mid_stream(
     wait_until(lambda: len(listener_pids(db, schema)) == 1)
 
     threads, results = run_writers(
-        ledger, writers=2, tasks=60, pause=0.005, retry_unavailable=True
+        ledger, writers=2, tasks=60, pause=0.02, retry_unavailable=True
     )
     for _ in range(2):
         time.sleep(0.4)
