@@ -149,10 +149,10 @@ def _count_matches(
 ) -> int:
     """Count the tasks that match, from the hourly counters where they suffice.
 
-    The statistics count every task by agent, task type and current status in
-    the projector's transaction, so for filters on those columns alone their
-    sum equals a count of agent_tasks, at a cost bounded by the number of
-    hourly buckets instead of the number of tasks.
+    The projector counts every task by agent, task type and current status in
+    the same transaction as agent_tasks. For filters on those columns alone,
+    the sum of those counters equals a count of agent_tasks. Its cost grows
+    with the number of hourly buckets, not with the number of tasks.
     """
     if task_filter.counted_by_statistics:
         statement, params = _statistics_count(tables, task_filter)
