@@ -17,9 +17,9 @@ class LedgerDatastore(PostgresDatastore):
     A URL keeps options such as sslmode that the host/port/user form would drop.
     Every pooled connection is in autocommit mode with search_path set to the
     ledger's schema, so unqualified names in functions and triggers resolve.
-    Connections are not pinged on checkout (that costs a round trip per
-    command); one broken by a server restart fails its statement with an
-    OperationalError, and the pool discards it when it is returned.
+    Connections are not pinged on checkout, because a ping costs a round trip
+    per command. A connection broken by a server restart fails its statement
+    with an OperationalError, and the pool discards it when it is returned.
     """
 
     def __init__(

@@ -26,8 +26,8 @@ def default_data_dir() -> Path:
 class EmbeddedPostgres:
     """A PostgreSQL 16 server started on demand from the pgserver wheel.
 
-    The server keeps running while any process uses it; the last user to close
-    it stops it, so data persists in the data directory between runs.
+    The server keeps running while any process uses it, and the last process
+    to close it stops it. The data stays in the data directory between runs.
     """
 
     def __init__(self, data_dir: Path | None = None) -> None:

@@ -22,10 +22,10 @@ MAX_DECIMAL_DIGITS = 1000
 
 @dataclass(frozen=True)
 class AppendContext:
-    """Who and what caused an append; stored in the metadata column.
+    """Context of an append, stored in the metadata column of its events.
 
     With use_database_clock, each event's occurred_at is the database clock at
-    the append (never earlier than the task's previous event); otherwise it is
+    the append, never earlier than the task's previous event. Otherwise it is
     the event's own timestamp.
     """
 

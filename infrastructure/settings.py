@@ -24,7 +24,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    """Where the ledger's tables live."""
+    """Connection string and schema of the ledger's tables."""
 
     conninfo: str
     schema: str = DEFAULT_SCHEMA

@@ -206,7 +206,7 @@ def get_tasks(
     with conn.transaction():
         conn.execute("set transaction isolation level repeatable read, read only")
         # LOCK takes no snapshot, so a query that waits here behind a rebuild's
-        # swap gets its snapshot afterwards and sees the swapped-in rows.
+        # swap gets its snapshot afterwards and reads the swapped-in rows.
         conn.execute(
             SQL("lock table {} in access share mode").format(tables.tasks_table)
         )

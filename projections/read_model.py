@@ -99,8 +99,8 @@ class TaskUpdateWriter:
 def _row_values(record: TaskRecord) -> tuple[Any, ...]:
     # TODO: floats of 1e16 and more in metadata or response_data read back from
     # agent_tasks and task_updates as integers, because json.dumps writes them in
-    # exponent form; infrastructure.mapper.jsonb_text avoids that but is too slow
-    # for the projector's hot path.
+    # exponent form. infrastructure.mapper.jsonb_text keeps them floats, but it
+    # is too slow for the projector's hot path.
     values = []
     for name in TASK_COLUMNS:
         value = getattr(record, name)

@@ -82,7 +82,7 @@ def global_options(
             "--schema",
             envvar=SCHEMA_VARIABLE,
             show_envvar=True,
-            help="Schema that holds the ledger's tables.",
+            help="Schema that contains the ledger's tables.",
             show_default="public",
         ),
     ] = None,

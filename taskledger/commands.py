@@ -43,7 +43,7 @@ MAX_DECIDE_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class CommandContext:
-    """Who issued a command and why; recorded with its events."""
+    """Origin of a command (key, time, actor, ids), recorded with its events."""
 
     idempotency_key: str | None = None
     occurred_at: datetime | None = None
