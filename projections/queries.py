@@ -147,12 +147,12 @@ def page_statement(tables: ProjectionTables, where: Composed) -> Composed:
 def _count_matches(
     conn: Connection[DictRow], tables: ProjectionTables, task_filter: TaskFilter
 ) -> int:
-    """Count the tasks that match, from the hourly counters where they suffice.
+    """Count the tasks that match, from the all-time counters where they suffice.
 
     The projector counts every task by agent, task type and current status in
     the same transaction as agent_tasks. For filters on those columns alone,
     the sum of those counters equals a count of agent_tasks. Its cost grows
-    with the number of hourly buckets, not with the number of tasks.
+    with the number of agents and task types, not with the number of tasks.
     """
     if task_filter.counted_by_statistics:
         statement, params = _statistics_count(tables, task_filter)
@@ -172,7 +172,7 @@ def _statistics_count(
         [task_filter.status] if task_filter.status is not None else list(TaskStatus)
     )
     total = SQL(" + ").join(Identifier(status.value) for status in statuses)
-    terms: list[Composed] = []
+    terms: list[Composed] = [SQL("grain = 'all'").format()]
     params: list[object] = []
     for column, value in (
         ("agent_id", task_filter.agent_id),
@@ -181,7 +181,7 @@ def _statistics_count(
         if value is not None:
             terms.append(SQL("{} = %s").format(Identifier(column)))
             params.append(value)
-    where = SQL(" where ") + SQL(" and ").join(terms) if terms else SQL("")
+    where = SQL(" where ") + SQL(" and ").join(terms)
     statement = SQL("select sum({}) as matches from {}{}").format(
         total, tables.statistics_table, where
     )

@@ -8,6 +8,10 @@ contribution, so the writer subtracts the task's contribution before the
 event and adds the one after it.
 A task that completes, is retried and completes again therefore counts one
 duration, its latest.
+
+The writer sends hourly deltas; the upserts add each one at every grain of
+GRAINS (hour, day, month and all time), so a query sums few rows whatever the
+span of its window.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ COUNTER_COLUMNS = (
     "wait_count",
     "wait_sum_ms",
 )
+
+# The grains of the statistics tables, finest first; task_statistics_bucket()
+# in SQL maps a created time to its bucket at each.
+GRAINS = ("hour", "day", "month", "all")
 
 BucketKey = tuple[str, str, datetime]
 
@@ -77,28 +85,47 @@ class StatisticsWriter:
             SQL("{0} = s.{0} + excluded.{0}").format(Identifier(name))
             for name in COUNTER_COLUMNS
         )
+        sums = SQL(", ").join(
+            SQL("sum(d.{})").format(Identifier(name)) for name in COUNTER_COLUMNS
+        )
         self.upsert_counters = SQL(
-            "insert into {table} as s (agent_id, task_type, bucket, {columns}) "
-            "select * from unnest(%s::text[], %s::text[], %s::timestamptz[], "
-            "{arrays}) "
-            "on conflict (agent_id, task_type, bucket) do update set {additions}"
+            "insert into {table} as s "
+            "(agent_id, task_type, grain, bucket, {columns}) "
+            "select d.agent_id, d.task_type, g.grain, {bucket}(g.grain, d.bucket), "
+            "{sums} "
+            "from unnest(%s::text[], %s::text[], %s::timestamptz[], {arrays}) "
+            "as d(agent_id, task_type, bucket, {columns}) "
+            "cross join unnest(%s::text[]) as g(grain) "
+            "group by 1, 2, 3, 4 "
+            "on conflict (agent_id, task_type, grain, bucket) do update set "
+            "{additions}"
         ).format(
             table=tables.statistics_table,
             columns=columns,
+            bucket=tables.statistics_bucket_function,
+            sums=sums,
             arrays=arrays,
             additions=additions,
         )
-        # Several durations can fall into one bin, so the rows are grouped by
-        # bin first: ON CONFLICT may not update one row twice in a statement.
+        # ON CONFLICT may not update one row twice in a statement, and several
+        # deltas can fall into one row: hours of a day, durations of a bin. The
+        # rows are therefore grouped before the upsert.
         self.upsert_bins = SQL(
-            "insert into {table} as b (agent_id, task_type, bucket, bin, tasks) "
-            "select agent_id, task_type, bucket, {bin}(duration_ms), sum(tasks) "
+            "insert into {table} as b "
+            "(agent_id, task_type, grain, bucket, bin, tasks) "
+            "select d.agent_id, d.task_type, g.grain, {bucket}(g.grain, d.bucket), "
+            "{bin}(d.duration_ms), sum(d.tasks) "
             "from unnest(%s::text[], %s::text[], %s::timestamptz[], %s::bigint[], "
             "%s::bigint[]) as d(agent_id, task_type, bucket, duration_ms, tasks) "
-            "group by 1, 2, 3, 4 "
-            "on conflict (agent_id, task_type, bucket, bin) "
+            "cross join unnest(%s::text[]) as g(grain) "
+            "group by 1, 2, 3, 4, 5 "
+            "on conflict (agent_id, task_type, grain, bucket, bin) "
             "do update set tasks = b.tasks + excluded.tasks"
-        ).format(table=tables.duration_bins_table, bin=tables.duration_bin_function)
+        ).format(
+            table=tables.duration_bins_table,
+            bucket=tables.statistics_bucket_function,
+            bin=tables.duration_bin_function,
+        )
 
     def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None:
         counters: dict[BucketKey, Counter[str]] = {}
@@ -120,7 +147,8 @@ class StatisticsWriter:
         ]
         if rows:
             cursor.execute(
-                self.upsert_counters, [list(c) for c in zip(*rows, strict=True)]
+                self.upsert_counters,
+                [*(list(c) for c in zip(*rows, strict=True)), list(GRAINS)],
             )
 
     def _write_durations(
@@ -132,7 +160,10 @@ class StatisticsWriter:
             if tasks != 0
         ]
         if rows:
-            cursor.execute(self.upsert_bins, [list(c) for c in zip(*rows, strict=True)])
+            cursor.execute(
+                self.upsert_bins,
+                [*(list(c) for c in zip(*rows, strict=True)), list(GRAINS)],
+            )
 
 
 def _add(

@@ -1,10 +1,13 @@
-"""get_statistics: sum the hourly buckets of a window, and its partial hours.
+"""get_statistics: sum the buckets that cover a window, and its partial hours.
 
-Whole hours come from the statistics tables. The parts of the window that do
+The whole hours of a window come from the statistics tables, each span from
+the coarsest grain that fits it: whole months from monthly rows, the days at
+either side of them from daily rows, the hours at either edge from hourly
+rows, and a window without bounds from the all-time rows. The parts that do
 not cover a whole hour, at most one partial hour at each edge, are counted
-from agent_tasks. The cost therefore depends on the number of buckets and on
-the tasks of those partial hours, never on all tasks. All reads share one
-snapshot.
+from agent_tasks. The cost therefore depends on the agents and task types,
+on at most 46 hours and 60 days, on the months of the window, and on the
+tasks of its partial hours, never on all tasks. All reads share one snapshot.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from projections.tables import ProjectionTables
 PERCENTILE_RELATIVE_ERROR = 0.025
 
 _ONE_HOUR = timedelta(hours=1)
+
+# A range [start, end) of bucket starts at one grain of the statistics tables.
+GrainRange = tuple[str, datetime | None, datetime | None]
 
 # One row of counter sums for the tasks of the partial hours.
 _PARTIAL_COUNTERS = """
@@ -100,6 +106,16 @@ class StatisticsWindow:
         return first, end
 
     @property
+    def grain_ranges(self) -> list[GrainRange]:
+        """The buckets whose sum covers the whole hours, coarsest grain first."""
+        hours = self.whole_hours
+        if hours is None:
+            return []
+        if hours == (None, None):
+            return [("all", None, None)]
+        return _cover(*hours, grains=("month", "day", "hour"))
+
+    @property
     def partial_ranges(self) -> list[tuple[datetime | None, datetime | None]]:
         """The [start, end) ranges read from agent_tasks."""
         hours = self.whole_hours
@@ -135,10 +151,10 @@ def get_statistics(
         )
         counters: Counter[str] = Counter()
         bins: Counter[float] = Counter()
-        hours = window.whole_hours
-        if hours is not None:
-            counters.update(_bucket_counters(conn, tables, filters, hours))
-            bins.update(_bucket_bins(conn, tables, filters, hours))
+        ranges = window.grain_ranges
+        if ranges:
+            counters.update(_bucket_counters(conn, tables, filters, ranges))
+            bins.update(_bucket_bins(conn, tables, filters, ranges))
         for edge in window.partial_ranges:
             counters.update(_partial_counters(conn, tables, filters, edge))
             bins.update(_partial_bins(conn, tables, filters, edge))
@@ -206,6 +222,18 @@ class _Conditions:
             conditions = conditions.having("{} < %s", end, column=column)
         return conditions
 
+    def covering(self, ranges: list[GrainRange]) -> _Conditions:
+        """Add: the row's grain and bucket fall in one of the ranges."""
+        arms: list[Composable] = []
+        params: list[object] = []
+        for grain, start, end in ranges:
+            arm = _Conditions().having("grain = %s", grain)
+            arm = arm.within("bucket", (start, end))
+            arms.append(SQL("(") + SQL(" and ").join(arm.terms) + SQL(")"))
+            params.extend(arm.params)
+        either = SQL("(") + SQL(" or ").join(arms) + SQL(")")
+        return _Conditions((*self.terms, either), (*self.params, *params))
+
     @property
     def where(self) -> Composable:
         if not self.terms:
@@ -226,13 +254,13 @@ def _bucket_counters(
     conn: Connection[DictRow],
     tables: ProjectionTables,
     filters: _Conditions,
-    hours: tuple[datetime | None, datetime | None],
+    ranges: list[GrainRange],
 ) -> Counter[str]:
     sums = SQL(", ").join(
         SQL("coalesce(sum({0}), 0) as {0}").format(Identifier(name))
         for name in COUNTER_COLUMNS
     )
-    conditions = filters.within("bucket", hours)
+    conditions = filters.covering(ranges)
     query = SQL("select {} from {}{}").format(
         sums, tables.statistics_table, conditions.where
     )
@@ -256,9 +284,9 @@ def _bucket_bins(
     conn: Connection[DictRow],
     tables: ProjectionTables,
     filters: _Conditions,
-    hours: tuple[datetime | None, datetime | None],
+    ranges: list[GrainRange],
 ) -> Counter[float]:
-    conditions = filters.within("bucket", hours)
+    conditions = filters.covering(ranges)
     query = SQL(
         "select {value}(bin) as value, sum(tasks) as tasks from {table}{where} "
         "group by bin"
@@ -311,3 +339,43 @@ def _bin_rows(
 def _ceil_hour(moment: datetime) -> datetime:
     start = created_hour(moment)
     return start if start == moment else start + _ONE_HOUR
+
+
+def _cover(
+    first: datetime | None, end: datetime | None, grains: tuple[str, ...]
+) -> list[GrainRange]:
+    """Split whole hours [first, end) into ranges of the coarsest grains that fit.
+
+    The first grain takes the whole units inside the span; the parts before
+    and after them are covered by the next grains in turn. An open bound
+    stays open at every grain.
+    """
+    grain, finer = grains[0], grains[1:]
+    if not finer:
+        return [(grain, first, end)]
+    start = None if first is None else _ceil(first, grain)
+    stop = None if end is None else _floor(end, grain)
+    if start is not None and stop is not None and start >= stop:
+        return _cover(first, end, finer)
+    ranges: list[GrainRange] = [(grain, start, stop)]
+    if first is not None and start is not None and first < start:
+        ranges += _cover(first, start, finer)
+    if end is not None and stop is not None and stop < end:
+        ranges += _cover(stop, end, finer)
+    return ranges
+
+
+def _floor(moment: datetime, grain: str) -> datetime:
+    """Return the start of the UTC day or month that contains moment."""
+    day = created_hour(moment).replace(hour=0)
+    return day.replace(day=1) if grain == "month" else day
+
+
+def _ceil(moment: datetime, grain: str) -> datetime:
+    """Return the first start of a UTC day or month at or after moment."""
+    start = _floor(moment, grain)
+    if start == moment:
+        return start
+    if grain == "day":
+        return start + timedelta(days=1)
+    return (start + timedelta(days=32)).replace(day=1)

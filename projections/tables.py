@@ -58,6 +58,11 @@ class ProjectionTables:
         return self.table(self.duration_bins)
 
     @property
+    def statistics_bucket_function(self) -> Identifier:
+        """The SQL function that maps a grain and a created time to a bucket."""
+        return self.table("task_statistics_bucket")
+
+    @property
     def duration_bin_function(self) -> Identifier:
         """The SQL function that maps a duration in ms to its histogram bin."""
         return self.table("task_duration_bin")

@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from domain.record import TaskRecord, evolve
 from domain.status import TaskStatus
 from domain.task import Task
+from domain.values import EARLIEST_TIME
 from infrastructure.mapper import PydanticMapper
 from infrastructure.recorders import AppendContext, TaskEventsRecorder
 from projections.events import decode_event
@@ -28,6 +29,14 @@ from projections.read_model import record_from_row
 from taskledger.connect import connect
 
 PERCENTILE_ERROR = 0.025
+STATISTICS_COLUMNS = (
+    *(status.value for status in TaskStatus),
+    "retried",
+    "duration_count",
+    "duration_sum_ms",
+    "wait_count",
+    "wait_sum_ms",
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,64 @@ def expected_statistics(
         "failure_rate": counts["failed"] / finished if finished else None,
         "retried": sum(1 for t in chosen if t.attempts > 1),
     }
+
+
+def _grain_start(created: datetime, grain: str) -> datetime:
+    moment = created.astimezone(UTC)
+    if grain == "all":
+        return EARLIEST_TIME
+    hour = moment.replace(minute=0, second=0, microsecond=0)
+    if grain == "hour":
+        return hour
+    day = hour.replace(hour=0)
+    return day if grain == "day" else day.replace(day=1)
+
+
+def expected_counter_rows(
+    tasks: Iterable[TaskRecord],
+) -> dict[tuple[str, str, str, datetime], dict[str, int]]:
+    """The task_statistics rows a plain fold gives, keyed by agent, type, grain, start.
+
+    All time has one bucket, which starts at the earliest time a task may have.
+    """
+    rows: dict[tuple[str, str, str, datetime], dict[str, int]] = {}
+    for task in tasks:
+        completed = task.status is TaskStatus.COMPLETED and task.duration_ms is not None
+        adds = {
+            task.status.value: 1,
+            "retried": int(task.attempts > 1),
+            "duration_count": int(completed),
+            "duration_sum_ms": (task.duration_ms or 0) if completed else 0,
+            "wait_count": int(task.wait_ms is not None),
+            "wait_sum_ms": task.wait_ms or 0,
+        }
+        for grain in ("hour", "day", "month", "all"):
+            key = (
+                task.agent_id,
+                task.task_type,
+                grain,
+                _grain_start(task.created_at, grain),
+            )
+            row = rows.setdefault(key, dict.fromkeys(STATISTICS_COLUMNS, 0))
+            for name, value in adds.items():
+                row[name] += value
+    return rows
+
+
+def projected_counter_rows(
+    database_url: str, schema: str
+) -> dict[tuple[str, str, str, datetime], dict[str, int]]:
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        rows = conn.execute(
+            sql.SQL("select * from {}").format(
+                sql.Identifier(schema, "task_statistics")
+            )
+        ).fetchall()
+    projected = {}
+    for row in rows:
+        key = (row["agent_id"], row["task_type"], row["grain"], row["bucket"])
+        projected[key] = {name: int(row[name]) for name in STATISTICS_COLUMNS}
+    return projected
 
 
 def assert_statistics_match(actual: Any, expected: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,8 +12,10 @@ from domain.status import ALLOWED_TRANSITIONS, TaskStatus
 from taskledger import TaskLedger
 from tests.projections.helpers import (
     assert_statistics_match,
+    expected_counter_rows,
     expected_statistics,
     fold_events,
+    projected_counter_rows,
     projected_tasks,
     read_model,
 )
@@ -40,6 +42,13 @@ class TaskScript:
     steps: list[tuple[str, int]]
 
 
+# Creation times within a few hours, or spread over three months so that the
+# daily and monthly statistics rows are used too.
+created_offsets = st.one_of(
+    st.integers(0, 5 * 3600), st.integers(-40 * 86400, 50 * 86400)
+)
+
+
 @st.composite
 def task_scripts(draw: st.DrawFn) -> TaskScript:
     status = TaskStatus.PENDING
@@ -51,7 +60,7 @@ def task_scripts(draw: st.DrawFn) -> TaskScript:
     return TaskScript(
         agent_id=draw(st.sampled_from(["a", "b"])),
         task_type=draw(st.sampled_from(["chat", "research"])),
-        created_at=BASE + timedelta(seconds=draw(st.integers(0, 5 * 3600))),
+        created_at=BASE + timedelta(seconds=draw(created_offsets)),
         steps=steps,
     )
 
@@ -59,6 +68,20 @@ def task_scripts(draw: st.DrawFn) -> TaskScript:
 window_edges = st.one_of(
     st.none(),
     st.integers(-60, 8 * 3600).map(lambda seconds: BASE + timedelta(seconds=seconds)),
+    st.integers(-45 * 86400, 55 * 86400).map(
+        lambda seconds: BASE + timedelta(seconds=seconds)
+    ),
+    # Whole days and month starts, in UTC and in another offset.
+    st.integers(-45, 55).map(lambda days: BASE + timedelta(days=days)),
+    st.sampled_from(
+        [
+            datetime(2026, 4, 1, tzinfo=UTC),
+            datetime(2026, 5, 1, tzinfo=UTC),
+            datetime(2026, 7, 1, tzinfo=UTC),
+            datetime(2026, 7, 1, 2, tzinfo=timezone(timedelta(hours=2))),
+            datetime(2026, 8, 1, tzinfo=UTC),
+        ]
+    ),
 )
 
 
@@ -111,6 +134,9 @@ def test_read_model_equals_fold(
     expected = expected_statistics(records, agent_id, task_type, since, until)
     assert_statistics_match(statistics, expected)
     assert_statistics_match(ledger.get_statistics(), expected_statistics(records))
+    assert projected_counter_rows(database_url, schema) == expected_counter_rows(
+        records
+    )
 
     before = read_model(database_url, schema)
     ledger.rebuild()

@@ -22,11 +22,10 @@ from tests.projections.helpers import (
 )
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-STATISTICS_MIGRATION = (
-    Path(__file__).parents[2]
-    / "infrastructure"
-    / "migrations"
-    / "20261204000004_task_statistics.sql"
+MIGRATIONS = Path(__file__).parents[2] / "infrastructure" / "migrations"
+STATISTICS_MIGRATIONS = (
+    MIGRATIONS / "20261204000004_task_statistics.sql",
+    MIGRATIONS / "20261204000005_statistics_grains.sql",
 )
 
 
@@ -213,7 +212,7 @@ def test_reversed_window_is_rejected(ledger: TaskLedger) -> None:
         ledger.get_statistics(since=at(10), until=at(0))
 
 
-def test_buckets_are_utc_hours_in_any_session_time_zone(
+def test_buckets_are_utc_hours_days_and_months_in_any_session_time_zone(
     database_url: str, schema: str
 ) -> None:
     with TaskLedger.open(database_url, schema=schema, project=False) as writer:
@@ -227,13 +226,18 @@ def test_buckets_are_utc_hours_in_any_session_time_zone(
         options="-c timezone=Asia/Kolkata",
     ) as conn:
         projector.project_batch(conn)
-        buckets = conn.execute(
-            sql.SQL("select bucket from {}").format(
+        rows = conn.execute(
+            sql.SQL("select grain, bucket from {}").format(
                 sql.Identifier(schema, "task_statistics")
             )
         ).fetchall()
 
-    assert buckets == [{"bucket": T0}]
+    assert {row["grain"]: row["bucket"] for row in rows} == {
+        "hour": T0,
+        "day": datetime(2026, 3, 2, tzinfo=UTC),
+        "month": datetime(2026, 3, 1, tzinfo=UTC),
+        "all": datetime(1900, 1, 1, tzinfo=UTC),
+    }
 
 
 def test_migration_backfills_existing_tasks(
@@ -252,10 +256,80 @@ def test_migration_backfills_existing_tasks(
         with conn.transaction():
             set_search_path(conn, schema, local=True)
             conn.execute("set local timezone = 'Asia/Kolkata'")
-            conn.execute(STATISTICS_MIGRATION.read_text())  # type: ignore[call-overload]
+            for migration in STATISTICS_MIGRATIONS:
+                conn.execute(migration.read_text())  # type: ignore[call-overload]
 
     assert table_rows(database_url, schema, "task_statistics") == statistics
     assert (
         table_rows(database_url, schema, "task_duration_bins", "where tasks <> 0")
         == bins
     )
+
+
+def test_upgrade_from_hourly_rows_sums_the_coarser_grains(
+    ledger: TaskLedger, database_url: str, schema: str
+) -> None:
+    drift_case(ledger)
+    ledger.create_task("b", "B", "m", "research", occurred_at=at(60 * 24 * 40))
+    ledger.get_statistics()  # waits for the projection of the writes above
+    expected = {
+        table: table_rows(database_url, schema, table, "where tasks <> 0")
+        if table == "task_duration_bins"
+        else table_rows(database_url, schema, table)
+        for table in ("task_statistics", "task_duration_bins")
+    }
+    earlier = sorted(
+        p for p in MIGRATIONS.glob("*.sql") if p < STATISTICS_MIGRATIONS[1]
+    )
+    upgraded = f"{schema}_upgraded"
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        try:
+            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(upgraded)))
+            set_search_path(conn, upgraded)
+            for migration in earlier:
+                with conn.transaction():
+                    conn.execute(migration.read_text())  # type: ignore[call-overload]
+            for table in expected:
+                columns = [
+                    row[0]
+                    for row in conn.execute(
+                        "select column_name from information_schema.columns "
+                        "where table_schema = %s and table_name = %s",
+                        (upgraded, table),
+                    )
+                ]
+                listed = sql.SQL(", ").join(map(sql.Identifier, columns))
+                conn.execute(
+                    sql.SQL(
+                        "insert into {} ({}) select {} from {} where grain = 'hour'"
+                    ).format(
+                        sql.Identifier(upgraded, table),
+                        listed,
+                        listed,
+                        sql.Identifier(schema, table),
+                    )
+                )
+            with conn.transaction():
+                conn.execute(STATISTICS_MIGRATIONS[1].read_text())  # type: ignore[call-overload]
+            upgraded_rows = {
+                table: table_rows(database_url, upgraded, table, "where tasks <> 0")
+                if table == "task_duration_bins"
+                else table_rows(database_url, upgraded, table)
+                for table in expected
+            }
+        finally:
+            conn.execute(
+                sql.SQL("drop schema if exists {} cascade").format(
+                    sql.Identifier(upgraded)
+                )
+            )
+
+    assert upgraded_rows == expected
+    # grain is the last column: the upgrade adds it to the hourly table.
+    assert {row[-1] for row in expected["task_statistics"]} == {
+        "hour",
+        "day",
+        "month",
+        "all",
+    }
