@@ -172,7 +172,7 @@ def _statistics_count(
         [task_filter.status] if task_filter.status is not None else list(TaskStatus)
     )
     total = SQL(" + ").join(Identifier(status.value) for status in statuses)
-    terms: list[Composed] = [SQL("grain = 'all'").format()]
+    terms: list[Composed] = []
     params: list[object] = []
     for column, value in (
         ("agent_id", task_filter.agent_id),
@@ -181,9 +181,9 @@ def _statistics_count(
         if value is not None:
             terms.append(SQL("{} = %s").format(Identifier(column)))
             params.append(value)
-    where = SQL(" where ") + SQL(" and ").join(terms)
+    where = SQL(" where ") + SQL(" and ").join(terms) if terms else SQL("")
     statement = SQL("select sum({}) as matches from {}{}").format(
-        total, tables.statistics_table, where
+        total, tables.statistics_totals_table, where
     )
     return statement, params
 
@@ -206,9 +206,13 @@ def get_tasks(
     with conn.transaction():
         conn.execute("set transaction isolation level repeatable read, read only")
         # LOCK takes no snapshot, so a query that waits here behind a rebuild's
-        # swap gets its snapshot afterwards and reads the swapped-in rows.
+        # swap gets its snapshot afterwards and reads the swapped-in rows. The
+        # count may read the statistics, so they are locked too, in the swap's
+        # order: locking agent_tasks alone could deadlock with the swap.
         conn.execute(
-            SQL("lock table {} in access share mode").format(tables.tasks_table)
+            SQL("lock table {} in access share mode").format(
+                SQL(", ").join(tables.table(name) for name in tables.read_model_names)
+            )
         )
         rows = conn.execute(
             page_statement(tables, where), [*params, limit, offset]

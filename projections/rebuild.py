@@ -279,16 +279,9 @@ class _Swap:
         return position
 
     def _lock_live_tables(self) -> None:
-        # Statistics readers read the statistics tables before agent_tasks;
-        # locking in that order too keeps a reader and the swap from waiting
-        # on each other.
-        statistics, bins, tasks = (
-            self.live.statistics_table,
-            self.live.duration_bins_table,
-            self.live.tasks_table,
+        # Statistics readers lock the same tables in the same order, so a
+        # reader and the swap never wait on each other.
+        tables = SQL(", ").join(
+            self.live.table(name) for name in self.live.read_model_names
         )
-        self.conn.execute(
-            SQL("lock table {}, {}, {} in access exclusive mode").format(
-                statistics, bins, tasks
-            )
-        )
+        self.conn.execute(SQL("lock table {} in access exclusive mode").format(tables))

@@ -10,8 +10,8 @@ A task that completes, is retried and completes again therefore counts one
 duration, its latest.
 
 The writer sends hourly deltas; the upserts add each one at every grain of
-GRAINS (hour, day, month and all time), so a query sums few rows whatever the
-span of its window.
+GRAINS (hour, day and month) and to the all-time totals, so a query sums few
+rows whatever the span of its window.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ COUNTER_COLUMNS = (
 )
 
 # The grains of the statistics tables, finest first; task_statistics_bucket()
-# in SQL maps a created time to its bucket at each.
-GRAINS = ("hour", "day", "month", "all")
+# in SQL maps a created time to its bucket at each. All-time figures are kept
+# in the totals tables instead.
+GRAINS = ("hour", "day", "month")
 
 BucketKey = tuple[str, str, datetime]
 
@@ -88,43 +89,52 @@ class StatisticsWriter:
         sums = SQL(", ").join(
             SQL("sum(d.{})").format(Identifier(name)) for name in COUNTER_COLUMNS
         )
+        # ON CONFLICT may not update one row twice in a statement, and several
+        # deltas can fall into one row: the hours of a day, the durations of a
+        # bin. The rows are therefore grouped before each upsert. The totals
+        # are written by a WITH clause, so a batch costs one statement.
         self.upsert_counters = SQL(
-            "insert into {table} as s "
-            "(agent_id, task_type, grain, bucket, {columns}) "
+            "with d as (select * from unnest(%s::text[], %s::text[], "
+            "%s::timestamptz[], {arrays}) as d(agent_id, task_type, bucket, "
+            "{columns})), "
+            "totals as (insert into {totals} as s (agent_id, task_type, {columns}) "
+            "select d.agent_id, d.task_type, {sums} from d group by 1, 2 "
+            "on conflict (agent_id, task_type) do update set {additions}) "
+            "insert into {table} as s (agent_id, task_type, grain, bucket, {columns}) "
             "select d.agent_id, d.task_type, g.grain, {bucket}(g.grain, d.bucket), "
-            "{sums} "
-            "from unnest(%s::text[], %s::text[], %s::timestamptz[], {arrays}) "
-            "as d(agent_id, task_type, bucket, {columns}) "
-            "cross join unnest(%s::text[]) as g(grain) "
+            "{sums} from d cross join unnest(%s::text[]) as g(grain) "
             "group by 1, 2, 3, 4 "
             "on conflict (agent_id, task_type, grain, bucket) do update set "
             "{additions}"
         ).format(
-            table=tables.statistics_table,
-            columns=columns,
-            bucket=tables.statistics_bucket_function,
-            sums=sums,
             arrays=arrays,
+            columns=columns,
+            totals=tables.statistics_totals_table,
+            sums=sums,
             additions=additions,
+            table=tables.statistics_table,
+            bucket=tables.statistics_bucket_function,
         )
-        # ON CONFLICT may not update one row twice in a statement, and several
-        # deltas can fall into one row: hours of a day, durations of a bin. The
-        # rows are therefore grouped before the upsert.
         self.upsert_bins = SQL(
-            "insert into {table} as b "
-            "(agent_id, task_type, grain, bucket, bin, tasks) "
+            "with d as (select d.agent_id, d.task_type, d.bucket, "
+            "{bin}(d.duration_ms) as bin, d.tasks from unnest(%s::text[], "
+            "%s::text[], %s::timestamptz[], %s::bigint[], %s::bigint[]) "
+            "as d(agent_id, task_type, bucket, duration_ms, tasks)), "
+            "totals as (insert into {totals} as b (agent_id, task_type, bin, tasks) "
+            "select agent_id, task_type, bin, sum(tasks) from d group by 1, 2, 3 "
+            "on conflict (agent_id, task_type, bin) "
+            "do update set tasks = b.tasks + excluded.tasks) "
+            "insert into {table} as b (agent_id, task_type, grain, bucket, bin, tasks) "
             "select d.agent_id, d.task_type, g.grain, {bucket}(g.grain, d.bucket), "
-            "{bin}(d.duration_ms), sum(d.tasks) "
-            "from unnest(%s::text[], %s::text[], %s::timestamptz[], %s::bigint[], "
-            "%s::bigint[]) as d(agent_id, task_type, bucket, duration_ms, tasks) "
-            "cross join unnest(%s::text[]) as g(grain) "
+            "d.bin, sum(d.tasks) from d cross join unnest(%s::text[]) as g(grain) "
             "group by 1, 2, 3, 4, 5 "
             "on conflict (agent_id, task_type, grain, bucket, bin) "
             "do update set tasks = b.tasks + excluded.tasks"
         ).format(
+            bin=tables.duration_bin_function,
+            totals=tables.duration_bins_totals_table,
             table=tables.duration_bins_table,
             bucket=tables.statistics_bucket_function,
-            bin=tables.duration_bin_function,
         )
 
     def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None:

@@ -3,7 +3,7 @@
 The whole hours of a window come from the statistics tables, each span from
 the coarsest grain that fits it: whole months from monthly rows, the days at
 either side of them from daily rows, the hours at either edge from hourly
-rows, and a window without bounds from the all-time rows. The parts that do
+rows, and a window without bounds from the all-time totals. The parts that do
 not cover a whole hour, at most one partial hour at each edge, are counted
 from agent_tasks. The cost therefore depends on the agents and task types,
 on at most 46 hours and 60 days, on the months of the window, and on the
@@ -35,6 +35,8 @@ _ONE_HOUR = timedelta(hours=1)
 
 # A range [start, end) of bucket starts at one grain of the statistics tables.
 GrainRange = tuple[str, datetime | None, datetime | None]
+# The ranges of a window without bounds, read from the all-time totals.
+ALL_TIME: list[GrainRange] = [("all", None, None)]
 
 # One row of counter sums for the tasks of the partial hours.
 _PARTIAL_COUNTERS = """
@@ -112,7 +114,7 @@ class StatisticsWindow:
         if hours is None:
             return []
         if hours == (None, None):
-            return [("all", None, None)]
+            return ALL_TIME
         return _cover(*hours, grains=("month", "day", "hour"))
 
     @property
@@ -143,10 +145,8 @@ def get_statistics(
         # LOCK takes no snapshot, so a query that waits here behind a rebuild's
         # swap gets its snapshot afterwards; the order matches the swap's.
         conn.execute(
-            SQL("lock table {}, {}, {} in access share mode").format(
-                tables.statistics_table,
-                tables.duration_bins_table,
-                tables.tasks_table,
+            SQL("lock table {} in access share mode").format(
+                SQL(", ").join(tables.table(name) for name in tables.read_model_names)
             )
         )
         counters: Counter[str] = Counter()
@@ -260,10 +260,10 @@ def _bucket_counters(
         SQL("coalesce(sum({0}), 0) as {0}").format(Identifier(name))
         for name in COUNTER_COLUMNS
     )
-    conditions = filters.covering(ranges)
-    query = SQL("select {} from {}{}").format(
-        sums, tables.statistics_table, conditions.where
-    )
+    table, conditions = tables.statistics_table, filters.covering(ranges)
+    if ranges == ALL_TIME:
+        table, conditions = tables.statistics_totals_table, filters
+    query = SQL("select {} from {}{}").format(sums, table, conditions.where)
     return _counter_row(conn, query, conditions.params)
 
 
@@ -286,13 +286,15 @@ def _bucket_bins(
     filters: _Conditions,
     ranges: list[GrainRange],
 ) -> Counter[float]:
-    conditions = filters.covering(ranges)
+    table, conditions = tables.duration_bins_table, filters.covering(ranges)
+    if ranges == ALL_TIME:
+        table, conditions = tables.duration_bins_totals_table, filters
     query = SQL(
         "select {value}(bin) as value, sum(tasks) as tasks from {table}{where} "
         "group by bin"
     ).format(
         value=tables.duration_bin_value_function,
-        table=tables.duration_bins_table,
+        table=table,
         where=conditions.where,
     )
     return _bin_rows(conn, query, conditions.params)

@@ -20,6 +20,8 @@ class ProjectionTables:
     updates: str | None = "task_updates"
     statistics: str = "task_statistics"
     duration_bins: str = "task_duration_bins"
+    statistics_totals: str = "task_statistics_totals"
+    duration_bins_totals: str = "task_duration_bins_totals"
 
     @classmethod
     def rebuild_copies(cls, schema: str) -> ProjectionTables:
@@ -35,12 +37,27 @@ class ProjectionTables:
             updates=None,
             statistics="task_statistics_rebuild",
             duration_bins="task_duration_bins_rebuild",
+            statistics_totals="task_statistics_totals_rebuild",
+            duration_bins_totals="task_duration_bins_totals_rebuild",
         )
 
     @property
-    def read_model_names(self) -> tuple[str, str, str]:
-        """The tables a rebuild replaces: tasks, statistics and duration bins."""
-        return (self.tasks, self.statistics, self.duration_bins)
+    def read_model_names(self) -> tuple[str, ...]:
+        """The tables a rebuild replaces: the statistics tables, then tasks.
+
+        Statistics readers lock them in this order too, so that a reader and a
+        rebuild's swap never wait on each other.
+        """
+        return (*self.statistics_names, self.tasks)
+
+    @property
+    def statistics_names(self) -> tuple[str, str, str, str]:
+        return (
+            self.statistics,
+            self.duration_bins,
+            self.statistics_totals,
+            self.duration_bins_totals,
+        )
 
     def table(self, name: str) -> Identifier:
         return Identifier(self.schema, name)
@@ -58,8 +75,16 @@ class ProjectionTables:
         return self.table(self.duration_bins)
 
     @property
+    def statistics_totals_table(self) -> Identifier:
+        return self.table(self.statistics_totals)
+
+    @property
+    def duration_bins_totals_table(self) -> Identifier:
+        return self.table(self.duration_bins_totals)
+
+    @property
     def statistics_bucket_function(self) -> Identifier:
-        """The SQL function that maps a grain and a created time to a bucket."""
+        """The SQL function that maps a grain and a created time to its bucket."""
         return self.table("task_statistics_bucket")
 
     @property

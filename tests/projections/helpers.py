@@ -21,7 +21,6 @@ from psycopg.rows import dict_row
 from domain.record import TaskRecord, evolve
 from domain.status import TaskStatus
 from domain.task import Task
-from domain.values import EARLIEST_TIME
 from infrastructure.mapper import PydanticMapper
 from infrastructure.recorders import AppendContext, TaskEventsRecorder
 from projections.events import decode_event
@@ -101,6 +100,12 @@ def read_model(database_url: str, schema: str) -> dict[str, list[Any]]:
         "task_duration_bins": table_rows(
             database_url, schema, "task_duration_bins", "where tasks <> 0"
         ),
+        "task_statistics_totals": table_rows(
+            database_url, schema, "task_statistics_totals"
+        ),
+        "task_duration_bins_totals": table_rows(
+            database_url, schema, "task_duration_bins_totals", "where tasks <> 0"
+        ),
     }
 
 
@@ -150,25 +155,27 @@ def expected_statistics(
     }
 
 
-def _grain_start(created: datetime, grain: str) -> datetime:
-    moment = created.astimezone(UTC)
+def _grain_start(created: datetime, grain: str) -> datetime | None:
     if grain == "all":
-        return EARLIEST_TIME
-    hour = moment.replace(minute=0, second=0, microsecond=0)
+        return None
+    hour = created.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     if grain == "hour":
         return hour
     day = hour.replace(hour=0)
     return day if grain == "day" else day.replace(day=1)
 
 
+CounterKey = tuple[str, str, str, datetime | None]
+
+
 def expected_counter_rows(
     tasks: Iterable[TaskRecord],
-) -> dict[tuple[str, str, str, datetime], dict[str, int]]:
-    """The task_statistics rows a plain fold gives, keyed by agent, type, grain, start.
+) -> dict[CounterKey, dict[str, int]]:
+    """The statistics rows a plain fold gives, by agent, type, grain and start.
 
-    All time has one bucket, which starts at the earliest time a task may have.
+    The grain "all", with no start, stands for task_statistics_totals.
     """
-    rows: dict[tuple[str, str, str, datetime], dict[str, int]] = {}
+    rows: dict[CounterKey, dict[str, int]] = {}
     for task in tasks:
         completed = task.status is TaskStatus.COMPLETED and task.duration_ms is not None
         adds = {
@@ -180,12 +187,8 @@ def expected_counter_rows(
             "wait_sum_ms": task.wait_ms or 0,
         }
         for grain in ("hour", "day", "month", "all"):
-            key = (
-                task.agent_id,
-                task.task_type,
-                grain,
-                _grain_start(task.created_at, grain),
-            )
+            start = _grain_start(task.created_at, grain)
+            key = (task.agent_id, task.task_type, grain, start)
             row = rows.setdefault(key, dict.fromkeys(STATISTICS_COLUMNS, 0))
             for name, value in adds.items():
                 row[name] += value
@@ -194,18 +197,26 @@ def expected_counter_rows(
 
 def projected_counter_rows(
     database_url: str, schema: str
-) -> dict[tuple[str, str, str, datetime], dict[str, int]]:
+) -> dict[CounterKey, dict[str, int]]:
+    """task_statistics and task_statistics_totals, keyed as expected_counter_rows."""
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         rows = conn.execute(
-            sql.SQL("select * from {}").format(
-                sql.Identifier(schema, "task_statistics")
+            sql.SQL(
+                "select agent_id, task_type, grain, bucket, {columns} from {hourly} "
+                "union all "
+                "select agent_id, task_type, 'all', null, {columns} from {totals}"
+            ).format(
+                columns=sql.SQL(", ").join(map(sql.Identifier, STATISTICS_COLUMNS)),
+                hourly=sql.Identifier(schema, "task_statistics"),
+                totals=sql.Identifier(schema, "task_statistics_totals"),
             )
         ).fetchall()
-    projected = {}
-    for row in rows:
-        key = (row["agent_id"], row["task_type"], row["grain"], row["bucket"])
-        projected[key] = {name: int(row[name]) for name in STATISTICS_COLUMNS}
-    return projected
+    return {
+        (row["agent_id"], row["task_type"], row["grain"], row["bucket"]): {
+            name: int(row[name]) for name in STATISTICS_COLUMNS
+        }
+        for row in rows
+    }
 
 
 def assert_statistics_match(actual: Any, expected: dict[str, Any]) -> None:

@@ -28,7 +28,13 @@ from tests.projections.helpers import (
 
 START = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
 API_ROLES = {"anon", "authenticated", "service_role", "PUBLIC"}
-READ_MODEL = ("agent_tasks", "task_statistics", "task_duration_bins")
+READ_MODEL = (
+    "agent_tasks",
+    "task_statistics",
+    "task_duration_bins",
+    "task_statistics_totals",
+    "task_duration_bins_totals",
+)
 
 # The catalog entries that describe a table, apart from its OID.
 CATALOG_QUERIES = {

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -236,7 +237,6 @@ def test_buckets_are_utc_hours_days_and_months_in_any_session_time_zone(
         "hour": T0,
         "day": datetime(2026, 3, 2, tzinfo=UTC),
         "month": datetime(2026, 3, 1, tzinfo=UTC),
-        "all": datetime(1900, 1, 1, tzinfo=UTC),
     }
 
 
@@ -266,18 +266,29 @@ def test_migration_backfills_existing_tasks(
     )
 
 
+def statistics_tables(database_url: str, schema: str) -> dict[str, list[Any]]:
+    nonzero = "where tasks <> 0"
+    return {
+        "task_statistics": table_rows(database_url, schema, "task_statistics"),
+        "task_duration_bins": table_rows(
+            database_url, schema, "task_duration_bins", nonzero
+        ),
+        "task_statistics_totals": table_rows(
+            database_url, schema, "task_statistics_totals"
+        ),
+        "task_duration_bins_totals": table_rows(
+            database_url, schema, "task_duration_bins_totals", nonzero
+        ),
+    }
+
+
 def test_upgrade_from_hourly_rows_sums_the_coarser_grains(
     ledger: TaskLedger, database_url: str, schema: str
 ) -> None:
     drift_case(ledger)
     ledger.create_task("b", "B", "m", "research", occurred_at=at(60 * 24 * 40))
     ledger.get_statistics()  # waits for the projection of the writes above
-    expected = {
-        table: table_rows(database_url, schema, table, "where tasks <> 0")
-        if table == "task_duration_bins"
-        else table_rows(database_url, schema, table)
-        for table in ("task_statistics", "task_duration_bins")
-    }
+    expected = statistics_tables(database_url, schema)
     earlier = sorted(
         p for p in MIGRATIONS.glob("*.sql") if p < STATISTICS_MIGRATIONS[1]
     )
@@ -290,7 +301,8 @@ def test_upgrade_from_hourly_rows_sums_the_coarser_grains(
             for migration in earlier:
                 with conn.transaction():
                     conn.execute(migration.read_text())  # type: ignore[call-overload]
-            for table in expected:
+            # The hourly rows as the projector kept them before the upgrade.
+            for table in ("task_statistics", "task_duration_bins"):
                 columns = [
                     row[0]
                     for row in conn.execute(
@@ -312,12 +324,7 @@ def test_upgrade_from_hourly_rows_sums_the_coarser_grains(
                 )
             with conn.transaction():
                 conn.execute(STATISTICS_MIGRATIONS[1].read_text())  # type: ignore[call-overload]
-            upgraded_rows = {
-                table: table_rows(database_url, upgraded, table, "where tasks <> 0")
-                if table == "task_duration_bins"
-                else table_rows(database_url, upgraded, table)
-                for table in expected
-            }
+            upgraded_rows = statistics_tables(database_url, upgraded)
         finally:
             conn.execute(
                 sql.SQL("drop schema if exists {} cascade").format(
@@ -327,9 +334,5 @@ def test_upgrade_from_hourly_rows_sums_the_coarser_grains(
 
     assert upgraded_rows == expected
     # grain is the last column: the upgrade adds it to the hourly table.
-    assert {row[-1] for row in expected["task_statistics"]} == {
-        "hour",
-        "day",
-        "month",
-        "all",
-    }
+    assert {row[-1] for row in expected["task_statistics"]} == {"hour", "day", "month"}
+    assert len(expected["task_statistics_totals"]) == 2
