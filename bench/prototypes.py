@@ -35,7 +35,7 @@ from bench.results import Line
 from bench.timing import rate
 from bench.workload import plan_tasks, template_events
 from domain.record import TaskRecord
-from infrastructure.event_rows import insert_parameters
+from infrastructure.event_rows import insert_parameters, source_parameters
 from infrastructure.mapper import PydanticMapper
 from infrastructure.recorders import AppendContext, AppendedEvent, TaskEventsRecorder
 from projections.changes import TaskChange
@@ -481,7 +481,11 @@ def measure_statement_costs(
         def ledger_row() -> None:
             event = StoredEvent(uuid.uuid4(), 1, created.topic, created.state)
             parameters = insert_parameters([([event], AppendContext())])
-            conn.execute(recorder.insert_statement, parameters, prepare=True)
+            conn.execute(
+                recorder.insert_statements[1],
+                source_parameters(parameters),
+                prepare=True,
+            )
 
         def plain_insert() -> None:
             conn.execute(

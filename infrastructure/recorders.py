@@ -39,10 +39,13 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from infrastructure.event_rows import (
     INSERT_EVENTS,
+    MAX_ROW_VALUES,
     AppendContext,
     AppendedEvent,
     event_type_of,
     insert_parameters,
+    insert_source,
+    source_parameters,
     state_of_row,
 )
 
@@ -128,7 +131,13 @@ class TaskEventsAggregateRecorder(PostgresAggregateRecorder):
         self.table = Identifier(datastore.schema, events_table_name)
         self.channel_name = notification_channel(datastore.schema, events_table_name)
         self.lock_key = append_lock_key(datastore.schema)
-        self.insert_statement = SQL(INSERT_EVENTS).format(table=self.table)
+        # One statement per event count up to MAX_ROW_VALUES, then one for any.
+        self.insert_statements = {
+            events: SQL(INSERT_EVENTS).format(
+                table=self.table, source=SQL(insert_source(events))
+            )
+            for events in range(1, MAX_ROW_VALUES + 2)
+        }
         self.select_events_statement = SQL(
             "select task_id, version, topic, payload::text as payload, state "
             "from {table} where task_id = %s"
@@ -211,9 +220,11 @@ class TaskEventsAggregateRecorder(PostgresAggregateRecorder):
         curs: Cursor[DictRow],
         commands: Sequence[tuple[Sequence[StoredEvent], AppendContext]],
     ) -> list[AppendedEvent]:
-        params = insert_parameters(commands)
+        columns = insert_parameters(commands)
+        events = len(columns["task_ids"])
+        statement = self.insert_statements[min(events, MAX_ROW_VALUES + 1)]
         try:
-            curs.execute(self.insert_statement, params, prepare=True)
+            curs.execute(statement, source_parameters(columns), prepare=True)
         except psycopg.errors.UniqueViolation as error:
             if error.diag.constraint_name == IDEMPOTENCY_INDEX:
                 keys = [c.idempotency_key for _, c in commands if c.idempotency_key]

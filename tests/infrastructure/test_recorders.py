@@ -22,6 +22,7 @@ from psycopg import sql
 
 from domain.errors import ConfigurationError
 from infrastructure.datastore import LedgerDatastore
+from infrastructure.event_rows import MAX_ROW_VALUES
 from infrastructure.mapper import jsonb_text
 from infrastructure.persistence import TaskEventsProcessRecorder
 from infrastructure.recorders import (
@@ -103,6 +104,25 @@ def test_state_reads_back_byte_for_byte(
     assert recorder.select_events(event.originator_id) == [event]
     [notification] = recorder.select_notifications(position, 1)
     assert notification.state == state
+
+
+@pytest.mark.parametrize("count", [3, MAX_ROW_VALUES, MAX_ROW_VALUES + 2])
+def test_appends_of_any_size_store_each_event_alike(
+    recorder: TaskEventsRecorder, db: Db, count: int
+) -> None:
+    # Up to MAX_ROW_VALUES events are sent as rows of values, more as arrays.
+    states = (CANONICAL_STATES + OTHER_STATES) * 2
+    events = [stored(state) for state in states[:count]]
+
+    positions = recorder.insert_events(events) or []
+
+    assert positions == sorted(positions)
+    for appended, position in zip(events, positions, strict=True):
+        assert recorder.select_events(appended.originator_id) == [appended]
+        [notification] = recorder.select_notifications(position, 1)
+        assert notification.originator_id == appended.originator_id
+        as_payload = appended.state in CANONICAL_STATES
+        assert columns(db, appended) == (as_payload, not as_payload)
 
 
 @pytest.mark.parametrize("state", CANONICAL_STATES)
