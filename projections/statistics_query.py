@@ -37,6 +37,8 @@ _ONE_HOUR = timedelta(hours=1)
 GrainRange = tuple[str, datetime | None, datetime | None]
 # The ranges of a window without bounds, read from the all-time totals.
 ALL_TIME: list[GrainRange] = [("all", None, None)]
+# One SELECT of get_statistics and its parameters.
+_Part = tuple[Composed, tuple[object, ...]]
 
 # One row of counter sums for the tasks of the partial hours.
 _PARTIAL_COUNTERS = """
@@ -149,15 +151,19 @@ def get_statistics(
                 SQL(", ").join(tables.table(name) for name in tables.read_model_names)
             )
         )
-        counters: Counter[str] = Counter()
-        bins: Counter[float] = Counter()
+        # One statement sums the counters and one the histogram, each a UNION
+        # ALL of the bucket rows and the partial hours.
+        counter_parts: list[_Part] = []
+        bin_parts: list[_Part] = []
         ranges = window.grain_ranges
         if ranges:
-            counters.update(_bucket_counters(conn, tables, filters, ranges))
-            bins.update(_bucket_bins(conn, tables, filters, ranges))
+            counter_parts.append(_bucket_counters(tables, filters, ranges))
+            bin_parts.append(_bucket_bins(tables, filters, ranges))
         for edge in window.partial_ranges:
-            counters.update(_partial_counters(conn, tables, filters, edge))
-            bins.update(_partial_bins(conn, tables, filters, edge))
+            counter_parts.append(_partial_counters(tables, filters, edge))
+            bin_parts.append(_partial_bins(tables, filters, edge))
+        counters = _counter_rows(conn, counter_parts)
+        bins = _bin_rows(conn, bin_parts)
     return _figures(counters, bins)
 
 
@@ -251,11 +257,10 @@ def _filters(agent_id: str | None, task_type: str | None) -> _Conditions:
 
 
 def _bucket_counters(
-    conn: Connection[DictRow],
     tables: ProjectionTables,
     filters: _Conditions,
     ranges: list[GrainRange],
-) -> Counter[str]:
+) -> _Part:
     sums = SQL(", ").join(
         SQL("coalesce(sum({0}), 0) as {0}").format(Identifier(name))
         for name in COUNTER_COLUMNS
@@ -264,28 +269,26 @@ def _bucket_counters(
     if ranges == ALL_TIME:
         table, conditions = tables.statistics_totals_table, filters
     query = SQL("select {} from {}{}").format(sums, table, conditions.where)
-    return _counter_row(conn, query, conditions.params)
+    return query, conditions.params
 
 
 def _partial_counters(
-    conn: Connection[DictRow],
     tables: ProjectionTables,
     filters: _Conditions,
     edge: tuple[datetime | None, datetime | None],
-) -> Counter[str]:
+) -> _Part:
     conditions = filters.within("created_at", edge)
     query = SQL("select {} from {}{}").format(
         SQL(_PARTIAL_COUNTERS), tables.tasks_table, conditions.where
     )
-    return _counter_row(conn, query, conditions.params)
+    return query, conditions.params
 
 
 def _bucket_bins(
-    conn: Connection[DictRow],
     tables: ProjectionTables,
     filters: _Conditions,
     ranges: list[GrainRange],
-) -> Counter[float]:
+) -> _Part:
     table, conditions = tables.duration_bins_table, filters.covering(ranges)
     if ranges == ALL_TIME:
         table, conditions = tables.duration_bins_totals_table, filters
@@ -297,15 +300,14 @@ def _bucket_bins(
         table=table,
         where=conditions.where,
     )
-    return _bin_rows(conn, query, conditions.params)
+    return query, conditions.params
 
 
 def _partial_bins(
-    conn: Connection[DictRow],
     tables: ProjectionTables,
     filters: _Conditions,
     edge: tuple[datetime | None, datetime | None],
-) -> Counter[float]:
+) -> _Part:
     conditions = (
         filters.having("status = 'completed'")
         .having("duration_ms is not null")
@@ -320,22 +322,33 @@ def _partial_bins(
         table=tables.tasks_table,
         where=conditions.where,
     )
-    return _bin_rows(conn, query, conditions.params)
+    return query, conditions.params
 
 
-def _counter_row(
-    conn: Connection[DictRow], query: Composed, params: tuple[object, ...]
-) -> Counter[str]:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return Counter({name: int(row[name]) for name in COUNTER_COLUMNS})
+def _counter_rows(conn: Connection[DictRow], parts: list[_Part]) -> Counter[str]:
+    """Run the parts as one statement and add up the counter rows they return."""
+    counters: Counter[str] = Counter()
+    if not parts:
+        return counters
+    for row in conn.execute(*_union(parts)).fetchall():
+        counters.update({name: int(row[name]) for name in COUNTER_COLUMNS})
+    return counters
 
 
-def _bin_rows(
-    conn: Connection[DictRow], query: Composed, params: tuple[object, ...]
-) -> Counter[float]:
-    rows = conn.execute(query, params).fetchall()
-    return Counter({float(row["value"]): int(row["tasks"]) for row in rows})
+def _bin_rows(conn: Connection[DictRow], parts: list[_Part]) -> Counter[float]:
+    """Run the parts as one statement and add up the tasks of each bin value."""
+    bins: Counter[float] = Counter()
+    if not parts:
+        return bins
+    for row in conn.execute(*_union(parts)).fetchall():
+        bins[float(row["value"])] += int(row["tasks"])
+    return bins
+
+
+def _union(parts: list[_Part]) -> tuple[Composed, tuple[object, ...]]:
+    query = SQL(" union all ").join(query for query, _ in parts)
+    params = tuple(param for _, values in parts for param in values)
+    return query, params
 
 
 def _ceil_hour(moment: datetime) -> datetime:
