@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,6 +120,13 @@ def reported_errors(function: Callable[P, R]) -> Callable[P, R]:
             raise
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except BrokenPipeError:
+            # The reader of stdout has gone (`... | head`): stop quietly, as
+            # other Unix tools do, and keep Python from failing again when it
+            # flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except Exception as error:
             message = describe_error(error) or (
                 f"unexpected {type(error).__name__}: {error}; run with "

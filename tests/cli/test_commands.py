@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,26 @@ def test_help_shows_descriptive_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
     assert result.exit_code == 0
     assert "(from the file name)" in result.stdout
     assert "(the file name)" in result.stdout
+
+
+def test_closed_stdout_ends_quietly(database_url: str, schema: str) -> None:
+    script = Path(sys.executable).with_name("taskledger")
+    command = [str(script), "--database-url", database_url, "--schema", schema]
+    subprocess.run([*command, "migrate"], capture_output=True, timeout=120, check=True)
+    # The reader end is closed before the command writes, as when `head` exits.
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        closed = subprocess.run(
+            [*command, "lag", "--json"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+
+    assert closed.returncode == 141
+    assert closed.stderr == ""
