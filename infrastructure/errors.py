@@ -56,7 +56,8 @@ def _translated(action: str, error: BaseException) -> LedgerError:
     ):
         return DatabaseUnavailableError(
             f"{action} failed because the database is unavailable: "
-            f"{_first_line(error)}; retry when it is reachable again"
+            f"{_first_line(error)}; check the host and port of the database URL, "
+            "or retry when the server is reachable again"
         )
     return StorageError(f"{action} failed in the database: {_first_line(error)}")
 
@@ -73,6 +74,11 @@ _CONFIGURATION_TEXTS = (
     "password authentication failed",
     "no password supplied",
     "does not exist",
+    # libpq rejects a malformed URL or option before it connects.
+    "invalid sslmode value",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid port number",
 )
 
 

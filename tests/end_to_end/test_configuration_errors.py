@@ -18,6 +18,13 @@ def test_missing_database_is_configuration_error(database_url: str) -> None:
         TaskLedger.open(wrong, schema="anything")
 
 
+def test_malformed_option_is_configuration_error(database_url: str) -> None:
+    wrong = psycopg.conninfo.make_conninfo(database_url, sslmode="bogus")
+
+    with pytest.raises(ConfigurationError, match="invalid sslmode value"):
+        TaskLedger.open(wrong, schema="anything")
+
+
 def test_missing_schema_without_migrate_is_reported(
     database_url: str, schema: str
 ) -> None:
