@@ -7,7 +7,6 @@ by filters, and never run. A rejected command leaves task_events unchanged.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from functools import partial
@@ -29,8 +28,6 @@ from taskledger import (
 from tests.reliability.helpers import Db, wait_until
 
 SIZE = 50 * 1024 * 1024
-# A rejection must come from validation alone, so it takes far less than this.
-MAX_REJECTION_SECONDS = 1.0
 SQL_TEXTS = [
     "'; drop table agent_tasks; --",
     "x' or '1'='1",
@@ -90,23 +87,18 @@ def huge_commands(
     }
 
 
-def test_huge_values_are_rejected_quickly(
+def test_huge_values_are_rejected_before_the_database(
     ledger: TaskLedger, db: Db, request: pytest.FixtureRequest
 ) -> None:
     task = ledger.start_task(ledger.create_task("a", "A", "m", "chat").id)
     before = snapshot(db)
     commands = huge_commands(ledger, task)
-    timings: dict[str, float] = {}
 
     request.getfixturevalue("no_database")
-    for name, command in commands.items():
-        started = time.perf_counter()
+    for command in commands.values():
         with pytest.raises(InvalidInputError):
             command()
-        timings[name] = time.perf_counter() - started
 
-    slow = {name: t for name, t in timings.items() if t > MAX_REJECTION_SECONDS}
-    assert not slow
     assert snapshot(db) == before
 
 
