@@ -92,7 +92,8 @@ class StatisticsWriter:
         # ON CONFLICT may not update one row twice in a statement, and several
         # deltas can fall into one row: the hours of a day, the durations of a
         # bin. The rows are therefore grouped before each upsert. The totals
-        # are written by a WITH clause, so a batch costs one statement.
+        # are written by a WITH clause, so a batch costs one statement for the
+        # counters and one for the histogram.
         self.upsert_counters = SQL(
             "with d as (select * from unnest(%s::text[], %s::text[], "
             "%s::timestamptz[], {arrays}) as d(agent_id, task_type, bucket, "

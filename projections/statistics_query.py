@@ -1,10 +1,10 @@
 """get_statistics: sum the buckets that cover a window, and its partial hours.
 
 The whole hours of a window come from the statistics tables, each span from
-the coarsest grain that fits it: whole months from monthly rows, the days at
-either side of them from daily rows, the hours at either edge from hourly
-rows, and a window without bounds from the all-time totals. The parts that do
-not cover a whole hour, at most one partial hour at each edge, are counted
+the coarsest grain that fits it. Whole months come from monthly rows, the days
+at either side of them from daily rows, and the hours at either edge from
+hourly rows. A window without bounds reads the all-time totals. The parts that
+do not cover a whole hour, at most one partial hour at each edge, are counted
 from agent_tasks. The cost therefore depends on the agents and task types,
 on at most 46 hours and 60 days, on the months of the window, and on the
 tasks of its partial hours, never on all tasks. All reads share one snapshot.
