@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 from typing import IO, Any
 
@@ -130,7 +131,13 @@ def describe_validation_error(error: ValidationError) -> str:
     """Return the first problem pydantic found, as one sentence."""
     first = error.errors(include_url=False)[0]
     if first["type"] == "json_invalid":
-        return f"invalid JSON: {first['ctx'].get('error', first['msg'])}"
+        detail = str(first["ctx"].get("error", first["msg"]))
+        # The parser counts lines within the one line it was given, so its
+        # "line 1 column N" is column N of the file's line, and "line 2" means
+        # the JSON ended at the line break.
+        detail = re.sub(r" at line 1 column (\d+)$", r" at column \1", detail)
+        detail = re.sub(r" at line 2 column \d+$", " at the end of the line", detail)
+        return f"invalid JSON: {detail}"
     if not first["loc"]:
         return f"the line is not a JSON object: {first['msg']}"
     field_name = ".".join(str(part) for part in first["loc"])

@@ -22,6 +22,7 @@ from taskledger.importing import (
     import_file,
     task_uuid,
 )
+from taskledger.importing.jsonl import parse_line
 from tests.importing.generate_history import write_history
 from tests.importing.helpers import (
     event_count,
@@ -482,3 +483,17 @@ def test_concurrent_imports_append_each_line_once(
         "select count(*) from task_events where metadata ? 'idempotency_key'"
     ).fetchone()
     assert keys == (2000,)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"task_id": "a"\n', "EOF while parsing an object at the end of the line"),
+        (b'{"task_id": "a",, }\r\n', "key must be a string at column 17"),
+    ],
+)
+def test_invalid_json_names_the_file_line_column(raw: bytes, reason: str) -> None:
+    rejected = parse_line(raw, 5)
+
+    assert isinstance(rejected, Rejected)
+    assert rejected.reason == f"invalid JSON: {reason}"
