@@ -17,6 +17,8 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from psycopg.rows import DictRow
 
+from domain.values import EARLIEST_TIME, LATEST_TIME
+
 MAX_DECIMAL_DIGITS = 1000
 
 
@@ -192,7 +194,14 @@ def _user_id(document: dict[str, Any] | None, version: int) -> str | None:
 
 
 def _event_time(document: dict[str, Any] | None) -> datetime | None:
-    """Return the payload's "timestamp" if it is an ISO 8601 time with a zone."""
+    """Return the payload's "timestamp" if it is an ISO 8601 time with a zone.
+
+    A time outside the range the ledger accepts for occurred_at gives None, so
+    the event takes the database clock. PostgreSQL stores times that psycopg
+    cannot read back, such as 0001-01-01T00:00+14:00 (a year 0 in UTC), and
+    an append that failed to read its RETURNING rows would already have
+    committed.
+    """
     value = None if document is None else document.get("timestamp")
     if not isinstance(value, str):
         return None
@@ -200,9 +209,17 @@ def _event_time(document: dict[str, Any] | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return moment if moment.utcoffset() is not None else None
+    if moment.utcoffset() is None:
+        return None
+    try:
+        within = EARLIEST_TIME <= moment < LATEST_TIME
+    except OverflowError:
+        within = False
+    return moment if within else None
 
 
+# TODO: the clock rule reads only committed rows, so in one append_commands()
+# call a database-clock event may precede a given time of the same task.
 # A candidate text is kept as jsonb only if jsonb prints it back unchanged.
 # Otherwise its UTF-8 bytes go to state. occurred_at is the event's own time
 # when one was given, else the database clock but never earlier than the task's

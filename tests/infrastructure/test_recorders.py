@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -187,10 +187,28 @@ def test_event_time_is_kept_without_database_clock(
     assert recorder.select_events(event.originator_id)[0].state == state
 
 
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00+14:00", "1850-06-01T00:00:00Z", "2300-01-01T00:00Z"]
+)
+def test_event_time_out_of_range_takes_database_clock(
+    recorder: TaskEventsRecorder, moment: str
+) -> None:
+    state = jsonb_text({"timestamp": moment}).encode()
+    event = stored(state)
+    before = datetime.now(UTC)
+
+    [appended] = recorder.append(
+        [event], context=AppendContext(use_database_clock=False)
+    )
+
+    assert appended.occurred_at >= before - timedelta(minutes=1)
+    assert recorder.select_events(event.originator_id)[0].state == state
+
+
 def test_database_clock_never_precedes_previous_event(
     recorder: TaskEventsRecorder,
 ) -> None:
-    future = "2999-01-01T00:00:00+00:00"
+    future = "2199-01-01T00:00:00+00:00"
     first = stored(jsonb_text({"timestamp": future}).encode())
     second = StoredEvent(first.originator_id, 2, "t:Task.Started", b"{}")
     recorder.append([first], context=AppendContext(use_database_clock=False))
