@@ -207,13 +207,9 @@ def get_tasks(
         conn.execute("set transaction isolation level repeatable read, read only")
         # LOCK takes no snapshot, so a query that waits here behind a rebuild's
         # swap gets its snapshot afterwards and reads the swapped-in rows. The
-        # count may read the statistics, so they are locked too, in the swap's
-        # order: locking agent_tasks alone could deadlock with the swap.
-        conn.execute(
-            SQL("lock table {} in access share mode").format(
-                SQL(", ").join(tables.table(name) for name in tables.read_model_names)
-            )
-        )
+        # count may read the statistics, so they are locked too. Locking
+        # agent_tasks alone and then the statistics could deadlock with a swap.
+        conn.execute(tables.lock_read_model("access share"))
         rows = conn.execute(
             page_statement(tables, where), [*params, limit, offset]
         ).fetchall()

@@ -279,9 +279,4 @@ class _Swap:
         return position
 
     def _lock_live_tables(self) -> None:
-        # Statistics readers lock the same tables in the same order, so a
-        # reader and the swap never wait on each other.
-        tables = SQL(", ").join(
-            self.live.table(name) for name in self.live.read_model_names
-        )
-        self.conn.execute(SQL("lock table {} in access exclusive mode").format(tables))
+        self.conn.execute(self.live.lock_read_model("access exclusive"))

@@ -38,7 +38,7 @@ COUNTER_COLUMNS = (
     "wait_sum_ms",
 )
 
-# The grains of the statistics tables, finest first; task_statistics_bucket()
+# The grains of the statistics tables, finest first. task_statistics_bucket()
 # in SQL maps a created time to its bucket at each. All-time figures are kept
 # in the totals tables instead.
 GRAINS = ("hour", "day", "month")

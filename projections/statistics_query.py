@@ -146,11 +146,7 @@ def get_statistics(
         conn.execute("set transaction isolation level repeatable read, read only")
         # LOCK takes no snapshot, so a query that waits here behind a rebuild's
         # swap gets its snapshot afterwards; the order matches the swap's.
-        conn.execute(
-            SQL("lock table {} in access share mode").format(
-                SQL(", ").join(tables.table(name) for name in tables.read_model_names)
-            )
-        )
+        conn.execute(tables.lock_read_model("access share"))
         # One statement sums the counters and one the histogram, each a UNION
         # ALL of the bucket rows and the partial hours.
         counter_parts: list[_Part] = []
@@ -229,7 +225,7 @@ class _Conditions:
         return conditions
 
     def covering(self, ranges: list[GrainRange]) -> _Conditions:
-        """Add: the row's grain and bucket fall in one of the ranges."""
+        """Return these conditions and that the grain and bucket fit one range."""
         arms: list[Composable] = []
         params: list[object] = []
         for grain, start, end in ranges:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg.sql import Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 MAIN_PROJECTION = "agent_tasks"
 REBUILD_PROJECTION = "agent_tasks_rebuild"
@@ -43,12 +43,17 @@ class ProjectionTables:
 
     @property
     def read_model_names(self) -> tuple[str, ...]:
-        """The tables a rebuild replaces: the statistics tables, then tasks.
-
-        Statistics readers lock them in this order too, so that a reader and a
-        rebuild's swap never wait on each other.
-        """
+        """The tables a rebuild replaces: the statistics tables, then tasks."""
         return (*self.statistics_names, self.tasks)
+
+    def lock_read_model(self, mode: str) -> Composed:
+        """Return a LOCK of every read_model_names table in the given mode.
+
+        Readers and a rebuild's swap lock the tables with this one statement,
+        so they take the locks in the same order and cannot deadlock.
+        """
+        tables = SQL(", ").join(self.table(name) for name in self.read_model_names)
+        return SQL("lock table {} in {} mode").format(tables, SQL(mode))
 
     @property
     def statistics_names(self) -> tuple[str, str, str, str]:

@@ -173,7 +173,7 @@ def expected_counter_rows(
 ) -> dict[CounterKey, dict[str, int]]:
     """The statistics rows a plain fold gives, by agent, type, grain and start.
 
-    The grain "all", with no start, stands for task_statistics_totals.
+    The grain "all", with no start, is a row of task_statistics_totals.
     """
     rows: dict[CounterKey, dict[str, int]] = {}
     for task in tasks:

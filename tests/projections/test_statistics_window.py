@@ -18,7 +18,7 @@ def test_no_bounds_read_the_all_time_rows() -> None:
     assert StatisticsWindow.validated(None, None).grain_ranges == [("all", None, None)]
 
 
-def test_whole_months_days_and_hours_cover_a_long_window() -> None:
+def test_long_window_uses_months_days_hours() -> None:
     window = StatisticsWindow.validated(
         utc(2026, 1, 30, 22, 15), utc(2026, 4, 2, 3, 40)
     )
@@ -36,7 +36,7 @@ def test_whole_months_days_and_hours_cover_a_long_window() -> None:
     ]
 
 
-def test_an_open_start_reaches_back_through_months() -> None:
+def test_open_start_reads_earlier_months() -> None:
     window = StatisticsWindow.validated(None, utc(2026, 5, 3))
 
     assert window.grain_ranges == [
@@ -45,7 +45,7 @@ def test_an_open_start_reaches_back_through_months() -> None:
     ]
 
 
-def test_an_open_end_starts_at_the_next_whole_unit() -> None:
+def test_open_end_starts_next_month() -> None:
     window = StatisticsWindow.validated(utc(2026, 12, 31, 23), None)
 
     assert window.grain_ranges == [
@@ -54,14 +54,14 @@ def test_an_open_end_starts_at_the_next_whole_unit() -> None:
     ]
 
 
-def test_a_window_within_one_hour_reads_only_tasks() -> None:
+def test_window_within_hour_reads_tasks() -> None:
     window = StatisticsWindow.validated(utc(2026, 3, 1, 10, 5), utc(2026, 3, 1, 10, 50))
 
     assert window.grain_ranges == []
     assert window.partial_ranges == [(utc(2026, 3, 1, 10, 5), utc(2026, 3, 1, 10, 50))]
 
 
-def test_days_and_months_are_utc_whatever_the_offset_of_the_bounds() -> None:
+def test_window_splits_in_utc() -> None:
     plus_two = timezone(timedelta(hours=2))
     window = StatisticsWindow.validated(
         datetime(2026, 3, 1, 2, tzinfo=plus_two),
@@ -82,7 +82,7 @@ def test_bounds_outside_the_creation_range_are_rejected(
         StatisticsWindow.validated(since, until)
 
 
-def test_the_latest_window_stays_within_datetime() -> None:
+def test_latest_window_stays_in_range() -> None:
     window = StatisticsWindow.validated(utc(2199, 12, 31, 23, 30), None)
 
     assert window.grain_ranges == [("month", utc(2200, 1, 1), None)]
