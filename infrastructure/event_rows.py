@@ -80,11 +80,12 @@ _SOURCE_COLUMNS = (
     "given_time, database_clock, n)"
 )
 
-# Appends of up to this many events send one parameter per value. psycopg
-# writes each array parameter in text form with a regular expression per
-# element, which cost more than the server's work for a one-event append
-# (0.2 ms of Python per statement with ten arrays). Larger appends send one
-# array per column, so their statement does not grow with the event count.
+# Appends of up to this many events send one parameter per value: psycopg
+# needs 0.2 ms of Python to dump ten arrays, more than the server's work for a
+# one-event append. Larger appends send one array per column, so their
+# statement does not grow with the event count. The arrays go in binary form:
+# psycopg writes text-form arrays with a regular expression per element, which
+# took a quarter of an import's time, and binary ones 30 times faster.
 MAX_ROW_VALUES = 16
 
 
@@ -105,7 +106,7 @@ def insert_source(events: int) -> str:
     """
     if events > MAX_ROW_VALUES:
         arrays = ", ".join(
-            f"%({name})s::{kind}[]" for name, kind in PARAMETER_TYPES.items()
+            f"%({name})b::{kind}[]" for name, kind in PARAMETER_TYPES.items()
         )
         return f"unnest({arrays}) with ordinality as {_SOURCE_COLUMNS}"
     row = ", ".join(f"%s::{kind}" for kind in PARAMETER_TYPES.values())
