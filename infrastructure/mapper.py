@@ -115,9 +115,50 @@ def jsonb_text(value: Any) -> str:
     infinities and strings that UTF-8 cannot encode, and TypeError for values
     that are not JSON.
     """
-    parts: list[str] = []
-    _write_jsonb(value, parts)
-    return "".join(parts)
+    try:
+        ordered = _in_jsonb_order(value)
+    except _FloatFormError:
+        parts: list[str] = []
+        _write_jsonb(value, parts)
+        return "".join(parts)
+    # json.dumps prints what is left in jsonb's form, with its C encoder, in
+    # about a fifth of the time _write_jsonb takes.
+    text = json.dumps(ordered, ensure_ascii=False)
+    text.encode("utf-8")  # raises for lone surrogates, as jsonb would
+    return text
+
+
+class _FloatFormError(Exception):
+    """A float whose repr() is not the text numeric prints for it."""
+
+
+def _in_jsonb_order(value: Any) -> Any:
+    """Return the value with every object's keys in jsonb's order.
+
+    Raises _FloatFormError for a float that json.dumps would print otherwise
+    than jsonb: exponent notation or a negative zero.
+    """
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object key {key!r} is not a string")
+        return {
+            key: _in_jsonb_order(value[key]) for key in sorted(value, key=_key_order)
+        }
+    if isinstance(value, list | tuple):
+        return [_in_jsonb_order(item) for item in value]
+    if isinstance(value, float):
+        form = float.__repr__(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a JSON number")
+        if "e" in form or form == "-0.0":
+            raise _FloatFormError
+    return value
+
+
+def _key_order(key: str) -> tuple[int, bytes]:
+    encoded = key.encode("utf-8")
+    return len(encoded), encoded
 
 
 def _write_jsonb(value: Any, parts: list[str]) -> None:
@@ -146,14 +187,11 @@ def _write_jsonb(value: Any, parts: list[str]) -> None:
 
 
 def _write_object(value: dict[Any, Any], parts: list[str]) -> None:
-    keys = []
     for key in value:
         if not isinstance(key, str):
             raise TypeError(f"JSON object key {key!r} is not a string")
-        keys.append((len(key.encode("utf-8")), key.encode("utf-8"), key))
-    keys.sort()
     parts.append("{")
-    for index, (_, _, key) in enumerate(keys):
+    for index, key in enumerate(sorted(value, key=_key_order)):
         if index:
             parts.append(", ")
         parts.append(json.dumps(key, ensure_ascii=False))
