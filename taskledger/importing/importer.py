@@ -207,15 +207,15 @@ class Importer:
             outcome.counts.ignored += 1
             return
         key = idempotency_key(entry.task_id, tracked.next_ordinal)
-        if tracked.ahead:
-            recorded = tracked.ahead[0]
+        recorded = tracked.next_ahead()
+        if recorded is not None:
             if recorded.key != key or recorded.fingerprint != plan.fingerprint:
                 raise TransitionRejectedError(
                     f"an earlier import of {self.source!r} recorded a different "
                     f"transition for task {entry.external_id!r} here (idempotency "
                     f"key {recorded.key}); the file changed since that import"
                 )
-            tracked.apply_recorded(tracked.ahead.popleft())
+            tracked.apply_next_ahead()
             outcome.counts.skipped += 1
             return
         # plan_transition checked the same rules as the aggregate, so applying
@@ -249,7 +249,7 @@ class Importer:
     def _evict(self, touched: Iterable[UUID]) -> None:
         for task_id in touched:
             tracked = self.tracked.get(task_id)
-            if tracked is None or tracked.ahead:
+            if tracked is None or tracked.ahead is not None:
                 continue
             if tracked.task is None or tracked.task.status.is_terminal:
                 del self.tracked[task_id]
