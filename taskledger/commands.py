@@ -4,6 +4,12 @@ A command loads its task, lets the aggregate decide, and appends the new events
 under optimistic concurrency: a writer that loses the race for a version
 re-decides from the fresh state a bounded number of times. Idempotency keys are
 global; a repeated key with the same command returns the first result.
+
+Tasks this process changed last are kept in memory, so their next command
+skips the load. Events are never changed or deleted, so a kept task is either
+the latest state or older than it. An older one cannot append, because its
+next version is taken, and a command it rejects is decided again from the
+database.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL, Identifier
 
@@ -39,6 +45,8 @@ from infrastructure.recorders import (
 )
 
 MAX_DECIDE_ATTEMPTS = 5
+# Tasks kept in memory between commands, about 2.5 KB each.
+KEPT_TASKS = 4096
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class TaskCommands:
         recorder = app.recorder
         assert isinstance(recorder, TaskEventsRecorder)
         self.recorder = recorder
+        self._kept: LRUCache[UUID, Task] = LRUCache(maxsize=KEPT_TASKS)
         self._find_key = SQL(
             "select task_id, version, position, metadata -> 'command' as command "
             "from {table} where metadata ? 'idempotency_key' "
@@ -160,12 +169,16 @@ class TaskCommands:
         if earlier is not None:
             return earlier
         expected = 0
-        for _ in range(MAX_DECIDE_ATTEMPTS):
-            loaded = load()
+        for attempt in range(MAX_DECIDE_ATTEMPTS):
+            kept = self._take_kept(task_id) if attempt == 0 else None
+            loaded = load() if kept is None else kept
             before = None if loaded is None else loaded.record
             try:
                 task = decide(loaded)
             except CommandRejectedError:
+                if kept is not None:
+                    # The kept state may be older than the database's.
+                    continue
                 # A repeat of this command that committed after the check above
                 # has moved the task on, so its key returns that first result.
                 earlier = self._repeated(context, fingerprint)
@@ -200,9 +213,33 @@ class TaskCommands:
                     ) from error
                 continue
             record = _replay(before, pending, appended)
-            return CommandResult(record, appended[-1].position)
+            self._keep(task, record, appended[-1])
+            position = appended[-1].position
+            return CommandResult(
+                record.model_copy(update={"position": position}), position
+            )
         assert task_id is not None
         raise ConcurrencyConflictError(task_id, expected, self._head_version(task_id))
+
+    def _take_kept(self, task_id: UUID | None) -> Task | None:
+        """Remove and return the kept state of the task, if any."""
+        if task_id is None:
+            return None
+        try:
+            return self._kept.get(task_id, evict=True)
+        except KeyError:
+            return None
+
+    def _keep(self, task: Task, record: TaskRecord, last: AppendedEvent) -> None:
+        """Keep the task as a load from the database would return it.
+
+        The aggregate timed its events by this machine's clock. The database
+        may have given other times, which the record and modified_on take, so
+        the next command checks its occurred_at against the stored time.
+        """
+        task.record = record
+        task.modified_on = last.occurred_at
+        self._kept.put(task.id, task)
 
     def _repeated(
         self, context: CommandContext, fingerprint: str
@@ -242,7 +279,7 @@ def _replay(
             record, dataclasses.replace(event, timestamp=recorded.occurred_at)
         )
     assert record is not None
-    return record.model_copy(update={"position": appended[-1].position})
+    return record
 
 
 def _append_context(context: CommandContext, fingerprint: str) -> AppendContext:

@@ -1,0 +1,69 @@
+"""Tasks kept in memory between commands act as loads from the database would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from taskledger import InvalidInputError, TaskLedger, TaskStatus
+
+
+@pytest.fixture
+def other(database_url: str, schema: str) -> Iterator[TaskLedger]:
+    """A second ledger on the same schema, as another process would open it."""
+    with TaskLedger.open(database_url, schema=schema, project=False) as opened:
+        yield opened
+
+
+def test_command_decides_from_database_after_another_writer_moved_task(
+    ledger: TaskLedger, other: TaskLedger
+) -> None:
+    task = ledger.create_task("a", "A", "m", "chat")
+    other.start_task(task.id)
+
+    done = ledger.complete_task(task.id, "ok")
+
+    assert done.status is TaskStatus.COMPLETED
+    assert done.version == 3
+    history = [event.event_type for event in other.get_history(task.id)]
+    assert history == ["created", "started", "completed"]
+
+
+def test_conflict_with_kept_task_redecides_from_database(
+    ledger: TaskLedger, other: TaskLedger
+) -> None:
+    task = ledger.create_task("a", "A", "m", "chat")
+    other.start_task(task.id)
+
+    cancelled = ledger.cancel_task(task.id, "not needed")
+
+    assert cancelled.version == 3
+    assert cancelled.started_at is not None
+    history = [event.event_type for event in other.get_history(task.id)]
+    assert history == ["created", "started", "cancelled"]
+
+
+def test_results_carry_database_times(ledger: TaskLedger) -> None:
+    task = ledger.create_task("a", "A", "m", "chat")
+    ledger.start_task(task.id)
+    ledger.wait_task(task.id)
+    ledger.start_task(task.id)
+
+    done = ledger.complete_task(task.id, "ok")
+
+    ledger.wait_for_projection(done.position)
+    assert ledger.get_task(task.id) == done
+
+
+def test_occurred_at_is_checked_against_stored_time(ledger: TaskLedger) -> None:
+    task = ledger.create_task("a", "A", "m", "chat")
+
+    with pytest.raises(InvalidInputError, match="earlier"):
+        ledger.start_task(
+            task.id, occurred_at=task.created_at - timedelta(microseconds=1)
+        )
+
+    started = ledger.start_task(task.id, occurred_at=task.created_at)
+    assert started.wait_ms == 0
