@@ -5,8 +5,8 @@ under optimistic concurrency: a writer that loses the race for a version
 re-decides from the fresh state a bounded number of times. Idempotency keys are
 global; a repeated key with the same command returns the first result.
 
-Tasks this process changed last are kept in memory, so their next command
-skips the load. Events are never changed or deleted, so a kept task is either
+The tasks this process changed last stay in a cache, so their next command
+skips the load. Events are never changed or deleted, so a cached task is either
 the latest state or older than it. An older one cannot append, because its
 next version is taken, and a command it rejects is decided again from the
 database.
@@ -45,8 +45,8 @@ from infrastructure.recorders import (
 )
 
 MAX_DECIDE_ATTEMPTS = 5
-# Tasks kept in memory between commands, about 2.5 KB each.
-KEPT_TASKS = 4096
+# Tasks cached between commands, an estimated 2.5 KB each.
+TASK_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class TaskCommands:
         recorder = app.recorder
         assert isinstance(recorder, TaskEventsRecorder)
         self.recorder = recorder
-        self._kept: LRUCache[UUID, Task] = LRUCache(maxsize=KEPT_TASKS)
+        self._task_cache: LRUCache[UUID, Task] = LRUCache(maxsize=TASK_CACHE_SIZE)
         self._find_key = SQL(
             "select task_id, version, position, metadata -> 'command' as command "
             "from {table} where metadata ? 'idempotency_key' "
@@ -170,14 +170,14 @@ class TaskCommands:
             return earlier
         expected = 0
         for attempt in range(MAX_DECIDE_ATTEMPTS):
-            kept = self._take_kept(task_id) if attempt == 0 else None
-            loaded = load() if kept is None else kept
+            cached = self._take_cached(task_id) if attempt == 0 else None
+            loaded = load() if cached is None else cached
             before = None if loaded is None else loaded.record
             try:
                 task = decide(loaded)
             except CommandRejectedError:
-                if kept is not None:
-                    # The kept state may be older than the database's.
+                if cached is not None:
+                    # The cached state may be older than the database's.
                     continue
                 # A repeat of this command that committed after the check above
                 # has moved the task on, so its key returns that first result.
@@ -213,7 +213,7 @@ class TaskCommands:
                     ) from error
                 continue
             record = _replay(before, pending, appended)
-            self._keep(task, record, appended[-1])
+            self._cache_task(task, record, appended[-1])
             position = appended[-1].position
             return CommandResult(
                 record.model_copy(update={"position": position}), position
@@ -221,17 +221,17 @@ class TaskCommands:
         assert task_id is not None
         raise ConcurrencyConflictError(task_id, expected, self._head_version(task_id))
 
-    def _take_kept(self, task_id: UUID | None) -> Task | None:
-        """Remove and return the kept state of the task, if any."""
+    def _take_cached(self, task_id: UUID | None) -> Task | None:
+        """Remove and return the cached state of the task, if any."""
         if task_id is None:
             return None
         try:
-            return self._kept.get(task_id, evict=True)
+            return self._task_cache.get(task_id, evict=True)
         except KeyError:
             return None
 
-    def _keep(self, task: Task, record: TaskRecord, last: AppendedEvent) -> None:
-        """Keep the task as a load from the database would return it.
+    def _cache_task(self, task: Task, record: TaskRecord, last: AppendedEvent) -> None:
+        """Cache the task as a load from the database would return it.
 
         The aggregate timed its events by this machine's clock. The database
         may have given other times, which the record and modified_on take, so
@@ -239,7 +239,7 @@ class TaskCommands:
         """
         task.record = record
         task.modified_on = last.occurred_at
-        self._kept.put(task.id, task)
+        self._task_cache.put(task.id, task)
 
     def _repeated(
         self, context: CommandContext, fingerprint: str

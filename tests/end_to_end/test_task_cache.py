@@ -1,4 +1,4 @@
-"""Tasks kept in memory between commands act as loads from the database would."""
+"""Tasks cached between commands act as loads from the database would."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def other(database_url: str, schema: str) -> Iterator[TaskLedger]:
         yield opened
 
 
-def test_command_decides_from_database_after_another_writer_moved_task(
+def test_command_after_other_writer_redecides(
     ledger: TaskLedger, other: TaskLedger
 ) -> None:
     task = ledger.create_task("a", "A", "m", "chat")
@@ -31,7 +31,7 @@ def test_command_decides_from_database_after_another_writer_moved_task(
     assert history == ["created", "started", "completed"]
 
 
-def test_conflict_with_kept_task_redecides_from_database(
+def test_conflict_with_cached_task_redecides(
     ledger: TaskLedger, other: TaskLedger
 ) -> None:
     task = ledger.create_task("a", "A", "m", "chat")
