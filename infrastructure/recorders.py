@@ -230,6 +230,10 @@ class TaskEventsAggregateRecorder(PostgresAggregateRecorder):
                 keys = [c.idempotency_key for _, c in commands if c.idempotency_key]
                 raise DuplicateIdempotencyKeyError(", ".join(keys)) from error
             raise IntegrityError(str(error)) from error
+        except psycopg.errors.ForeignKeyViolation as error:
+            # The insert trigger found no previous version: the writer decided
+            # on a state the database no longer holds, as a taken version would.
+            raise IntegrityError(str(error)) from error
         rows = [
             AppendedEvent(
                 position=row["position"],

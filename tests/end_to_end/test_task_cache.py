@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from taskledger import InvalidInputError, TaskLedger, TaskStatus
+from taskledger import InvalidInputError, TaskLedger, TaskNotFoundError, TaskStatus
 
 
 @pytest.fixture
@@ -67,3 +69,27 @@ def test_occurred_at_is_checked_against_stored_time(ledger: TaskLedger) -> None:
 
     started = ledger.start_task(task.id, occurred_at=task.created_at)
     assert started.wait_ms == 0
+
+
+def test_cached_task_whose_events_were_lost_is_not_found(
+    ledger: TaskLedger, database_url: str, schema: str
+) -> None:
+    task = ledger.create_task("a", "A", "m", "chat")
+    ledger.start_task(task.id)
+    # As after a restore that lost the task: the delete bypasses the triggers.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("set session_replication_role = replica")
+        conn.execute(
+            sql.SQL("delete from {}.task_events").format(sql.Identifier(schema))
+        )
+
+    with pytest.raises(TaskNotFoundError):
+        ledger.complete_task(task.id, "ok")
+
+    with psycopg.connect(database_url) as conn:
+        count = conn.execute(
+            sql.SQL("select count(*) from {}.task_events").format(
+                sql.Identifier(schema)
+            )
+        ).fetchone()
+    assert count == (0,)

@@ -27,6 +27,7 @@ Db = psycopg.Connection[tuple[Any, ...]]
 PROJECT = Path(__file__).resolve().parents[2]
 LEDGER_TABLES = {"task_events", "projection_checkpoints", "agent_tasks"}
 EVENT_TRIGGERS = {
+    "task_events_check_version",
     "task_events_fill_user_id",
     "task_events_no_update_or_delete",
     "task_events_no_truncate",

@@ -231,6 +231,41 @@ def test_idempotency_key_goes_on_last_event(
     assert rows == [({"actor": "w"},), ({"actor": "w", "idempotency_key": "k1"},)]
 
 
+def test_version_without_predecessor_is_rejected(
+    recorder: TaskEventsRecorder, db: Db
+) -> None:
+    first = stored(b"{}")
+    third = StoredEvent(first.originator_id, 3, "t:Task.Started", b"{}")
+    recorder.append([first])
+
+    with pytest.raises(IntegrityError, match="no version 2"):
+        recorder.append([third])
+
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.execute(
+            "insert into task_events (task_id, version, event_type, topic, "
+            "payload, occurred_at) values (%s, 3, 'started', 't', '{}', now())",
+            (first.originator_id,),
+        )
+    count = db.execute("select count(*) from task_events").fetchone()
+    assert count == (1,)
+
+
+def test_batch_may_carry_consecutive_versions(
+    recorder: TaskEventsRecorder, db: Db
+) -> None:
+    first = stored(b"{}")
+    later = [
+        StoredEvent(first.originator_id, version, "t:Task.Started", b"{}")
+        for version in range(2, MAX_ROW_VALUES + 4)
+    ]
+
+    recorder.append([first, *later])
+
+    versions = db.execute("select version from task_events order by version")
+    assert [row[0] for row in versions] == list(range(1, MAX_ROW_VALUES + 4))
+
+
 def test_application_recorder_rejects_tracking(recorder: TaskEventsRecorder) -> None:
     with pytest.raises(ProgrammingError, match="process recorder"):
         recorder.insert_events([stored(b"x")], tracking=Tracking("p", 1))
