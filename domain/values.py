@@ -114,13 +114,27 @@ def require_aware(name: str, value: object) -> datetime:
         raise InvalidInputError(
             f"{name} {value.isoformat()} has no time zone; give an aware datetime"
         )
-    if not EARLIEST_TIME <= value < LATEST_TIME:
+    check_time_range(name, value)
+    # UTC keeps offsets with seconds (historical local times) exact in JSON.
+    return value.astimezone(UTC)
+
+
+def check_time_range(name: str, value: datetime) -> datetime:
+    """Return an aware time unchanged, or raise if it lies outside 1900 to 2200.
+
+    Comparing 0001-01-01T00:30+01:00 with another time raises OverflowError,
+    because its UTC form falls in year 0. That time is outside the range too.
+    """
+    try:
+        within = EARLIEST_TIME <= value < LATEST_TIME
+    except OverflowError:
+        within = False
+    if not within:
         raise InvalidInputError(
             f"{name} {value.isoformat()} is outside the supported range "
             f"{EARLIEST_TIME.isoformat()} to {LATEST_TIME.isoformat()}"
         )
-    # UTC keeps offsets with seconds (historical local times) exact in JSON.
-    return value.astimezone(UTC)
+    return value
 
 
 def clean_json(name: str, value: object) -> Any:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from domain.status import TaskStatus
+from domain.values import EARLIEST_TIME, LATEST_TIME, check_time_range
 from taskledger.importing.records import (
     Entry,
     ReadRules,
@@ -121,4 +122,10 @@ def _time(row: dict[str, Any], column: str, epoch: datetime) -> datetime:
         raise ValueError(
             f"{column} {text!r} is not a whole number of seconds"
         ) from None
-    return epoch + timedelta(seconds=seconds)
+    try:
+        return check_time_range(column, epoch + timedelta(seconds=seconds))
+    except OverflowError:
+        raise ValueError(
+            f"{column} {text!r} is outside the supported range "
+            f"{EARLIEST_TIME.isoformat()} to {LATEST_TIME.isoformat()}"
+        ) from None

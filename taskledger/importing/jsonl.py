@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from domain.errors import InvalidInputError
 from domain.status import TaskStatus
 from domain.values import (
+    check_time_range,
     clean_json,
     clean_metadata,
     optional_id,
@@ -114,7 +115,7 @@ def _transition(line: TransitionLine, number: int, where: str) -> Transition:
         external_id=external_id,
         task_id=task_uuid(external_id),
         status=line.status,
-        occurred_at=line.occurred_at,
+        occurred_at=check_time_range("occurred_at", line.occurred_at),
         creation=creation,
         response=optional_text("response", line.response),
         response_data=clean_json("response_data", line.response_data),

@@ -18,6 +18,7 @@ from defusedxml.ElementTree import iterparse
 from domain.errors import InvalidInputError
 from domain.status import TaskStatus
 from domain.values import (
+    check_time_range,
     clean_metadata,
     optional_id,
     optional_text,
@@ -194,7 +195,7 @@ def _timestamp(value: str | None) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise InvalidInputError(f"{TIME_KEY} {value!r} has no UTC offset")
-    return parsed
+    return check_time_range(TIME_KEY, parsed)
 
 
 def _local(tag: str) -> str:

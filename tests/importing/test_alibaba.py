@@ -29,6 +29,8 @@ ROWS = [
     "pod-live,1000,2048,1,1000,,LS,Running,0,500,0",
     "pod-odd,1000,2048,1,1000,,LS,Evicted,0,500,0",
     "pod-time,1000,2048,1,1000,,LS,Running,soon,500,0",
+    "pod-far,1000,2048,1,1000,,LS,Running,99999999999999,500,0",
+    "pod-late,1000,2048,1,1000,,LS,Running,0,9999999999,0",
 ]
 
 
@@ -51,6 +53,16 @@ def test_pods_follow_final_phase(
     assert [(item.where, item.reason) for item in rejected] == [
         ("line 6", "pod_phase 'Evicted' is unknown"),
         ("line 7", "creation_time 'soon' is not a whole number of seconds"),
+        (
+            "line 8",
+            "creation_time '99999999999999' is outside the supported range "
+            "1900-01-01T00:00:00+00:00 to 2200-01-01T00:00:00+00:00",
+        ),
+        (
+            "line 9",
+            "deletion_time 2340-05-20T17:46:39+00:00 is outside the supported "
+            "range 1900-01-01T00:00:00+00:00 to 2200-01-01T00:00:00+00:00",
+        ),
     ]
     assert event_types(db, "pod-ok") == ["created", "started", "completed"]
     assert event_types(db, "pod-bad") == ["created", "started", "failed"]

@@ -244,6 +244,35 @@ def test_invalid_lines_are_reported_and_skipped(
     assert event_types(db, "a") == ["created", "started", "completed"]
 
 
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "1800-05-01T10:00:00Z",
+        "2999-05-01T10:00:00Z",
+        "9999-12-31T23:59:59-10:00",
+        "0001-01-01T00:30:00+01:00",
+    ],
+)
+def test_time_outside_range_is_rejected(
+    ledger: TaskLedger, db: Db, tmp_path: Path, occurred_at: str
+) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [
+            line("a", "pending", 0) | {"occurred_at": occurred_at},
+            line("b", "pending", 0),
+        ],
+    )
+
+    summary, rejected = run_import(ledger, path)
+
+    assert [item.where for item in rejected] == ["line 1"]
+    assert "outside the supported range" in rejected[0].reason
+    assert (summary.imported, summary.rejected) == (1, 1)
+    assert event_types(db, "a") == []
+    assert event_types(db, "b") == ["created"]
+
+
 def test_strict_stops_at_first_invalid_line(
     ledger: TaskLedger, db: Db, tmp_path: Path
 ) -> None:

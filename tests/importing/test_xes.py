@@ -223,6 +223,23 @@ def test_uncovered_value_is_reported(
     assert event_types(db, "INC-1") == ["created", "started", "completed"]
 
 
+def test_time_outside_range_is_reported(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    path = tmp_path / "log.xes"
+    early = event("Accepted", "In Progress", 0).replace("2012-03-01", "1850-03-01")
+    path.write_text(
+        xes(trace("INC-1", early), trace("INC-2", event("Accepted", "In Progress", 0)))
+    )
+
+    summary, rejected = run_xes(ledger, path)
+
+    assert summary.rejected == 1
+    assert "time:timestamp 1850-03-01T09:00:00+01:00 is outside" in rejected[0].reason
+    assert event_types(db, "INC-1") == []
+    assert event_types(db, "INC-2") == ["created", "started"]
+
+
 def test_uncovered_value_is_fatal_when_strict(
     ledger: TaskLedger, db: Db, tmp_path: Path
 ) -> None:
