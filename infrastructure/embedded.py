@@ -12,14 +12,22 @@ from domain.errors import ConfigurationError
 logger = logging.getLogger(__name__)
 
 DATA_DIR_VARIABLE = "TASKLEDGER_DATA_DIR"
+# pgserver 0.1.4 ships wheels for CPython 3.9 to 3.12 only.
+NOT_INSTALLED = (
+    "no database URL is set and the embedded PostgreSQL (pgserver) is not "
+    "installed; set TASKLEDGER_DATABASE_URL, or install pgserver on Python 3.11 "
+    "or 3.12"
+)
 
 
 def default_data_dir() -> Path:
     configured = os.environ.get(DATA_DIR_VARIABLE)
     if configured:
         return Path(configured)
-    import platformdirs  # noqa: PLC0415 (installed with pgserver)
-
+    try:
+        import platformdirs  # noqa: PLC0415 (installed with pgserver)
+    except ImportError as error:
+        raise ConfigurationError(NOT_INSTALLED) from error
     return Path(platformdirs.user_data_dir("taskledger")) / "pgdata"
 
 
@@ -39,10 +47,7 @@ class EmbeddedPostgres:
         try:
             import pgserver  # noqa: PLC0415 (slow import, needed only here)
         except ImportError as error:
-            raise ConfigurationError(
-                "no database URL is set and the embedded PostgreSQL (pgserver) is "
-                "not installed; set TASKLEDGER_DATABASE_URL or pip install pgserver"
-            ) from error
+            raise ConfigurationError(NOT_INSTALLED) from error
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logger.info(
             "starting embedded PostgreSQL",

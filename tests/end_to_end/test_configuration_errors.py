@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -103,3 +105,20 @@ def test_track_keeps_caller_error_when_message_is_huge(ledger: TaskLedger) -> No
     assert failed.status == "failed"
     assert failed.error_message is not None
     assert failed.error_message.endswith("[truncated]")
+
+
+@pytest.mark.parametrize("with_data_dir", [False, True])
+def test_missing_pgserver_is_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, with_data_dir: bool
+) -> None:
+    # As on Python 3.13, where neither pgserver nor its platformdirs installs.
+    monkeypatch.setitem(sys.modules, "pgserver", None)
+    monkeypatch.setitem(sys.modules, "platformdirs", None)
+    monkeypatch.delenv("TASKLEDGER_DATABASE_URL", raising=False)
+    if with_data_dir:
+        monkeypatch.setenv("TASKLEDGER_DATA_DIR", str(tmp_path))
+    else:
+        monkeypatch.delenv("TASKLEDGER_DATA_DIR", raising=False)
+
+    with pytest.raises(ConfigurationError, match="set TASKLEDGER_DATABASE_URL"):
+        TaskLedger.open(schema="anything")
