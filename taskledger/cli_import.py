@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from domain.errors import ProjectionLagError
 from taskledger.cli_common import (
     CommandFailedError,
     console,
@@ -37,8 +38,13 @@ from taskledger.importing import (
     load_mapping,
 )
 from taskledger.importing.alibaba import UNIX_EPOCH
+from taskledger.ledger import TaskLedger
 
 DEFAULT_MAX_REPORTS = 100
+# After the import, how often the progress of the projection is shown, and
+# how long it may stand still before the command stops waiting for it.
+PROJECTION_POLL_SECONDS = 0.5
+STALLED_SECONDS = 30.0
 
 
 @reported_errors
@@ -137,8 +143,17 @@ def import_command(
             on_rejected=reporter.report,
             on_progress=on_progress,
         )
+        seconds = time.monotonic() - started
+        progress.remove_task(bar)
+        projected = _wait_for_projection(ledger, summary.last_position, progress)
     reporter.finish()
-    _print_summary(summary, time.monotonic() - started, as_json)
+    _print_summary(summary, seconds, as_json)
+    if not projected:
+        error_console.print(
+            "warning: the read model has not applied every imported event yet; "
+            "it catches up while a projector runs (`taskledger project`)",
+            highlight=False,
+        )
     if summary.stopped_at is not None:
         stop = summary.stopped_at
         raise CommandFailedError(
@@ -232,6 +247,36 @@ class _Reporter:
                 "(raise --max-reports to list them)",
                 highlight=False,
             )
+
+
+def _wait_for_projection(ledger: TaskLedger, position: int, progress: Progress) -> bool:
+    """Wait until the read model has applied the events up to position.
+
+    Returns False if the projection made no progress for STALLED_SECONDS,
+    as when another process is the active projector and has stopped.
+    """
+    if position <= 0:
+        return True
+    bar = progress.add_task("projecting", total=position, entries=0, rate=0.0)
+    started = time.monotonic()
+    first = last = None
+    moved_at = started
+    while True:
+        try:
+            ledger.wait_for_projection(position, timeout=PROJECTION_POLL_SECONDS)
+        except ProjectionLagError as lag:
+            checkpoint = lag.checkpoint
+        else:
+            return True
+        now = time.monotonic()
+        first = checkpoint if first is None else first
+        if checkpoint != last:
+            last, moved_at = checkpoint, now
+        elif now - moved_at >= STALLED_SECONDS:
+            return False
+        applied = checkpoint - first
+        rate = applied / max(now - started, 1e-9)
+        progress.update(bar, completed=checkpoint, entries=applied, rate=rate)
 
 
 def _progress(quiet: bool) -> Progress:

@@ -94,6 +94,28 @@ def test_import_prints_summary_and_reports(
     assert event_count(db) == 3
 
 
+def test_import_ends_with_events_projected(
+    invoke: Invoke, db: Db, tmp_path: Path
+) -> None:
+    lines = [
+        line(f"t{n}", status, minute)
+        for n in range(1000)
+        for status, minute in (("processing", 0), ("completed", 1))
+    ]
+    path = write_jsonl(tmp_path / "h.jsonl", lines)
+
+    result = invoke("import", str(path), "--json", "--batch-size", "50")
+
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    head = db.execute("select max(position) from task_events").fetchone()
+    checkpoint = db.execute("select position from projection_checkpoints").fetchone()
+    assert head is not None
+    assert checkpoint == head
+    tasks = db.execute("select count(*) from agent_tasks where status = 'completed'")
+    assert tasks.fetchone() == (1000,)
+
+
 def test_import_table_summary(invoke: Invoke, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "h.jsonl", [line("a", "pending", 0)])
 
