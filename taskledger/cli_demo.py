@@ -20,8 +20,11 @@ from taskledger.cli_common import (
 from taskledger.demo import FleetConfig, FleetSimulator, FleetTotals
 from taskledger.demo.view import LedgerFigures, LedgerWatcher
 
-# Seconds that tasks still running at the end get to finish.
+# Seconds that tasks still running at the end get to finish, after --seconds
+# or --tasks and after Ctrl-C. The tasks still open then are cancelled.
 DRAIN_SECONDS = 15.0
+INTERRUPTED_DRAIN_SECONDS = 2.0
+UNFINISHED_REASON = "the demo stopped before the task finished"
 REFRESH_PER_SECOND = 4
 
 
@@ -96,14 +99,13 @@ def demo(
         watcher = LedgerWatcher(ledger)
         started = time.monotonic()
         try:
-            drained, figures = _run(simulator, watcher, started, seconds, live)
+            cancelled, figures = _run(simulator, watcher, started, seconds, live)
         finally:
             watcher.close()
         _print_summary(simulator.snapshot(), figures, time.monotonic() - started)
-    if not drained:
+    if cancelled:
         console.print(
-            f"Some tasks were still running after {DRAIN_SECONDS:.0f} s and "
-            "were left unfinished.",
+            f"{cancelled} tasks were still open at the end and were cancelled.",
             highlight=False,
         )
 
@@ -114,9 +116,12 @@ def _run(
     started: float,
     seconds: float | None,
     live: bool,
-) -> tuple[bool, LedgerFigures]:
-    """Run the fleet under the live view and return whether all its tasks ended,
-    with the last figures read."""
+) -> tuple[int, LedgerFigures]:
+    """Run the fleet under the live view until the end or Ctrl-C.
+
+    Returns how many open tasks were cancelled at the end, and the last
+    figures read.
+    """
     figures = LedgerFigures()
     view: Live | _NoLive = _NoLive()
     if live and console.is_terminal:
@@ -124,19 +129,36 @@ def _run(
     with view:
         simulator.start()
         try:
-            refreshes = 0
-            while not _done(simulator, started, seconds):
-                if refreshes % REFRESH_PER_SECOND == 0:
-                    figures = watcher.read()
-                view.update(_render(simulator.snapshot(), figures, started))
-                refreshes += 1
-                time.sleep(1.0 / REFRESH_PER_SECOND)
-            drained = simulator.drain(DRAIN_SECONDS)
+            drain_seconds = DRAIN_SECONDS
+            try:
+                _show(simulator, watcher, view, started, seconds)
+            except KeyboardInterrupt:
+                drain_seconds = INTERRUPTED_DRAIN_SECONDS
+            simulator.drain(drain_seconds)
         finally:
             simulator.stop()
+        cancelled = simulator.cancel_unfinished(UNFINISHED_REASON)
         figures = watcher.read()
         view.update(_render(simulator.snapshot(), figures, started))
-    return drained, figures
+    return cancelled, figures
+
+
+def _show(
+    simulator: FleetSimulator,
+    watcher: LedgerWatcher,
+    view: Live | _NoLive,
+    started: float,
+    seconds: float | None,
+) -> None:
+    """Refresh the live view until the run is done."""
+    figures = LedgerFigures()
+    refreshes = 0
+    while not _done(simulator, started, seconds):
+        if refreshes % REFRESH_PER_SECOND == 0:
+            figures = watcher.read()
+        view.update(_render(simulator.snapshot(), figures, started))
+        refreshes += 1
+        time.sleep(1.0 / REFRESH_PER_SECOND)
 
 
 class _NoLive:

@@ -141,6 +141,33 @@ class FleetSimulator:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def cancel_unfinished(self, reason: str) -> int:
+        """Cancel the tasks that stop() left pending, processing or waiting.
+
+        Call it after stop(). Returns how many tasks were cancelled.
+        """
+        with self._due:
+            left = [task for _, _, task in self._heap]
+            self._heap.clear()
+        cancelled = 0
+        for task in left:
+            if task.status is None or task.status.is_terminal:
+                continue
+            try:
+                self._move(task, TaskStatus.CANCELLED, reason)
+            except LedgerError as error:
+                logger.warning(
+                    "cancelling an unfinished simulated task failed: %s",
+                    error,
+                    extra={"action": "demo_cancel", "task_id": str(task.task_id)},
+                )
+                continue
+            cancelled += 1
+            with self._lock:
+                self.totals.events += 1
+                self.totals.by_kind["cancelled"] += 1
+        return cancelled
+
     @property
     def finished(self) -> bool:
         """True once a bounded run has created all its tasks and ended them."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,44 @@ def test_demo_runs_for_given_seconds(invoke: Invoke, db: Db) -> None:
     assert rows is not None
     assert rows[0] >= 20
     assert rows[1] > 1
+
+
+@pytest.mark.slow
+def test_demo_ctrl_c_cancels_open_tasks(database_url: str, schema: str, db: Db) -> None:
+    script = Path(sys.executable).with_name("taskledger")
+    command = [str(script), "--database-url", database_url, "--schema", schema]
+    with subprocess.Popen(
+        # --seconds bounds the run if the test fails before the signal.
+        [*command, "demo", "--rate", "20", "--no-live", "--seconds", "90"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell starts background jobs with SIGINT ignored, and the child
+        # would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    ) as child:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and events_in(db, schema) < 30:
+            time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        output, errors = child.communicate(timeout=60)
+
+    assert child.returncode == 0, errors
+    assert "Demo summary" in output
+    open_tasks = db.execute(
+        "select count(*) from (select distinct on (task_id) task_id, event_type "
+        "from task_events order by task_id, version desc) last "
+        "where event_type not in ('completed', 'failed', 'cancelled')"
+    ).fetchone()
+    assert open_tasks == (0,)
+
+
+def events_in(db: Db, schema: str) -> int:
+    """Count the schema's events, 0 before its tables exist."""
+    table = db.execute("select to_regclass(%s)", (f'"{schema}".task_events',))
+    if table.fetchone() == (None,):
+        return 0
+    return event_count(db)
 
 
 def test_console_script_imports_in_subprocess(
