@@ -7,6 +7,7 @@ the same bytes. Every other state goes to the state bytea column.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -167,9 +168,14 @@ def _json_object(state: bytes) -> tuple[str, dict[str, Any]] | None:
         again.encode("utf-8")
     except (ValueError, RecursionError, ArithmeticError):
         return None
-    if not isinstance(document, dict) or "\\u0000" in again:
+    if not isinstance(document, dict) or _NUL_ESCAPE.search(again):
         return None
     return text, document
+
+
+# jsonb rejects the escape \u0000. A backslash escaped as \\ and followed by
+# u0000 is ordinary text, so the escape must follow an even run of backslashes.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _bounded_decimal(text: str) -> Decimal:

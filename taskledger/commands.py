@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
+from cachetools import LRUCache
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL, Identifier
 
@@ -45,8 +47,12 @@ from infrastructure.recorders import (
 )
 
 MAX_DECIDE_ATTEMPTS = 5
-# Tasks cached between commands, an estimated 2.5 KB each.
-TASK_CACHE_SIZE = 4096
+# Memory for tasks cached between commands, by estimate: 2.5 KB of Python
+# objects for a small task (tracemalloc), plus six times the record's JSON,
+# since a task with 1.4 MB of float metadata grew the process by 7.7 MB.
+TASK_CACHE_BYTES = 32 * 1024 * 1024
+TASK_BASE_BYTES = 2500
+TASK_BYTES_PER_JSON_BYTE = 6
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,10 @@ class TaskCommands:
         recorder = app.recorder
         assert isinstance(recorder, TaskEventsRecorder)
         self.recorder = recorder
-        self._task_cache: LRUCache[UUID, Task] = LRUCache(maxsize=TASK_CACHE_SIZE)
+        self._task_cache: LRUCache[UUID, _CachedTask] = LRUCache(
+            maxsize=TASK_CACHE_BYTES, getsizeof=lambda cached: cached.size
+        )
+        self._task_cache_lock = threading.Lock()
         self._find_key = SQL(
             "select task_id, version, position, metadata -> 'command' as command "
             "from {table} where metadata ? 'idempotency_key' "
@@ -225,10 +234,9 @@ class TaskCommands:
         """Remove and return the cached state of the task, if any."""
         if task_id is None:
             return None
-        try:
-            return self._task_cache.get(task_id, evict=True)
-        except KeyError:
-            return None
+        with self._task_cache_lock:
+            cached = self._task_cache.pop(task_id, None)
+        return None if cached is None else cached.task
 
     def _cache_task(self, task: Task, record: TaskRecord, last: AppendedEvent) -> None:
         """Cache the task as a load from the database would return it.
@@ -237,9 +245,16 @@ class TaskCommands:
         may have given other times, which the record and modified_on take, so
         the next command checks its occurred_at against the stored time.
         """
-        task.record = record
+        text = record.model_dump_json()
+        size = TASK_BASE_BYTES + TASK_BYTES_PER_JSON_BYTE * len(text)
+        if size > TASK_CACHE_BYTES:
+            return
+        # A copy read from JSON, as a load would decode it, shares no dict or
+        # list with the record returned to the caller or the caller's input.
+        task.record = TaskRecord.model_validate_json(text)
         task.modified_on = last.occurred_at
-        self._task_cache.put(task.id, task)
+        with self._task_cache_lock:
+            self._task_cache[task.id] = _CachedTask(task, size)
 
     def _repeated(
         self, context: CommandContext, fingerprint: str
@@ -266,6 +281,14 @@ class TaskCommands:
     def _head_version(self, task_id: UUID) -> int:
         latest = self.recorder.select_events(task_id, desc=True, limit=1)
         return latest[0].originator_version if latest else 0
+
+
+@dataclass(frozen=True)
+class _CachedTask:
+    """A cached task and its estimated size in bytes."""
+
+    task: Task
+    size: int
 
 
 def _replay(

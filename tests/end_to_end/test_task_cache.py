@@ -9,7 +9,22 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from taskledger import InvalidInputError, TaskLedger, TaskNotFoundError, TaskStatus
+from taskledger import (
+    InvalidInputError,
+    TaskLedger,
+    TaskNotFoundError,
+    TaskStatus,
+)
+from taskledger.commands import TASK_CACHE_BYTES, CommandContext, TaskCommands
+
+NO_CONTEXT = CommandContext()
+TASK_FIELDS = {
+    "agent_id": "a",
+    "agent_name": "A",
+    "message": "m",
+    "task_type": "chat",
+    "user_id": None,
+}
 
 
 @pytest.fixture
@@ -93,3 +108,38 @@ def test_cached_task_whose_events_were_lost_is_not_found(
             )
         ).fetchone()
     assert count == (0,)
+
+
+def test_edits_to_returned_record_stay_out_of_cache(ledger: TaskLedger) -> None:
+    metadata = {"a": 1}
+    task = ledger.create_task("a", "A", "m", "chat", metadata=metadata)
+    started = ledger.start_task(task.id)
+
+    task.metadata["created_copy"] = True
+    started.metadata["started_copy"] = True
+    metadata["input"] = True
+    done = ledger.complete_task(task.id, "ok")
+
+    assert done.metadata == {"a": 1}
+    ledger.wait_for_projection(done.position)
+    assert ledger.get_task(task.id) == done
+
+
+def test_cache_stays_within_its_memory_budget(database_url: str, schema: str) -> None:
+    # Each metadata is about 1.4 MB of JSON, estimated at 8.4 MB cached.
+    scores = [float(n % 1000) + 0.5 for n in range(200_000)]
+    with TaskLedger.open(database_url, schema=schema, project=False) as ledger:
+        commands = TaskCommands(ledger.application)
+        large = [
+            commands.create({**TASK_FIELDS, "metadata": {"scores": scores}}, NO_CONTEXT)
+            for _ in range(6)
+        ]
+        small = commands.create({**TASK_FIELDS, "metadata": {}}, NO_CONTEXT)
+
+        cache = commands._task_cache
+        cached = set(cache)
+
+    assert cache.currsize <= TASK_CACHE_BYTES
+    assert small.task.id in cached
+    assert large[-1].task.id in cached
+    assert large[0].task.id not in cached

@@ -73,6 +73,8 @@ CANONICAL_STATES = [
     b"{}",
     b'{"a": 1, "bb": [1.5, null, true], "ccc": {"x": "\\u001f\xc3\xa9"}}',
     b'{"timestamp": "not a time"}',
+    # A backslash and then u0000 as text, not the escape that jsonb rejects.
+    b'{"a": "\\\\u0000", "b": "\\\\\\\\u0000"}',
 ]
 OTHER_STATES = [
     b"state1",
@@ -82,6 +84,7 @@ OTHER_STATES = [
     b'{"a": 1e2}',
     b'{"a": NaN}',
     b'{"a": "\\u0000"}',
+    b'{"a": "\\\\\\u0000"}',
     b'{"a": "\\ud800"}',
     b'{"a": "\\ud83d\\ude00"}',
     b'{"a": 1e-20000}',
