@@ -26,8 +26,20 @@ from taskledger.ledger import TaskLedger
 
 logger = logging.getLogger("taskledger.cli")
 
-console = Console()
-error_console = Console(stderr=True)
+class _PipedConsole(Console):
+    """A rich Console that lets a closed pipe end the command with status 141.
+
+    rich's own handler exits with status 1 and no message, which reads as a
+    failure when the reader of the output just stopped (`... 2>&1 | head`).
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+console = _PipedConsole()
+error_console = _PipedConsole(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -121,11 +133,12 @@ def reported_errors(function: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
         except BrokenPipeError:
-            # The reader of stdout has gone (`... | head`): stop quietly, as
-            # other Unix tools do, and keep Python from failing again when it
-            # flushes stdout at exit.
+            # The reader of stdout or stderr has gone (`... | head`): stop
+            # quietly, as other Unix tools do, and keep Python from failing
+            # again when it flushes its streams at exit.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, sys.stderr.fileno())
             raise typer.Exit(141) from None
         except Exception as error:
             message = describe_error(error) or (

@@ -256,3 +256,27 @@ def test_closed_stdout_ends_quietly(database_url: str, schema: str) -> None:
 
     assert closed.returncode == 141
     assert closed.stderr == ""
+
+
+def test_closed_stderr_ends_import_quietly(
+    database_url: str, schema: str, tmp_path: Path
+) -> None:
+    script = Path(sys.executable).with_name("taskledger")
+    command = [str(script), "--database-url", database_url, "--schema", schema]
+    path = write_jsonl(tmp_path / "h.jsonl", [line("a", "pending", 0), "oops"])
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        closed = subprocess.run(
+            [*command, "import", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=writer,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+
+    assert closed.returncode == 141
+    assert closed.stdout == ""
