@@ -35,10 +35,18 @@ class ConcurrencyConflictError(CommandRejectedError):
     """Another writer appended to the task first, and re-deciding did not help."""
 
     def __init__(self, task_id: UUID, expected_version: int, actual_version: int):
-        super().__init__(
-            f"task {task_id} changed concurrently: expected version "
-            f"{expected_version}, found {actual_version}"
-        )
+        if expected_version == 0:
+            # A create whose task id is taken, by an earlier or a concurrent one.
+            message = (
+                f"task {task_id} already exists (at version {actual_version}); "
+                "create it with another id, or omit task_id"
+            )
+        else:
+            message = (
+                f"task {task_id} changed concurrently: expected version "
+                f"{expected_version}, found {actual_version}"
+            )
+        super().__init__(message)
         self.task_id = task_id
         self.expected_version = expected_version
         self.actual_version = actual_version

@@ -119,6 +119,7 @@ def test_create_with_taken_id_conflicts(ledger: TaskLedger, db: Db) -> None:
     assert raised.value.task_id == task.id
     assert raised.value.expected_version == 0
     assert raised.value.actual_version == 2
+    assert f"task {task.id} already exists (at version 2)" in str(raised.value)
     assert event_count(db) == 2
 
 
