@@ -26,6 +26,7 @@ from taskledger.ledger import TaskLedger
 
 logger = logging.getLogger("taskledger.cli")
 
+
 class _PipedConsole(Console):
     """A rich Console that lets a closed pipe end the command with status 141.
 

@@ -72,10 +72,13 @@ def project(
                 run_projector(url, schema, stop, on_batch=on_batch)
         except KeyboardInterrupt:
             stop.set()
-    console.print(
-        f"Applied {applied[0]:,} events, up to position {applied[1]:,}.",
-        highlight=False,
+    summary = (
+        f"Applied {applied[0]:,} events, up to position {applied[1]:,}."
+        if applied[0]
+        else "Applied no events: the read model had every event already, or "
+        "another process was the active projector."
     )
+    console.print(summary, highlight=False)
 
 
 @contextmanager

@@ -283,7 +283,12 @@ class TaskLedger(LedgerCommands):
             return
         if self._projector.error is not None:
             raise self._projector.error
-        raise ProjectionLagError(position, self._projector.checkpoint, limit)
+        # The runner knows only the checkpoints it committed itself, and none
+        # while another process is the active projector.
+        checkpoint = self._poll_checkpoint(position, 0.0)
+        if checkpoint >= position:
+            return
+        raise ProjectionLagError(position, checkpoint, limit)
 
     def _poll_checkpoint(self, position: int, timeout: float) -> int:
         """Read the checkpoint until it reaches position or timeout seconds pass.

@@ -204,7 +204,7 @@ def test_project_standby_logs_that_it_waits(
 
     assert result.exit_code == 0, result.output
     assert "another process is projecting; waiting to take over" in result.stderr
-    assert "Applied 0 events, up to position 0." in result.stdout
+    assert "Applied no events" in result.stdout
 
 
 def test_project_prints_applied_on_sigterm(database_url: str, schema: str) -> None:
@@ -241,7 +241,7 @@ def test_project_migrates_new_schema(
     result = invoke("project", "--seconds", "1")
 
     assert result.exit_code == 0, result.output
-    assert "Applied 0 events, up to position 0." in result.stdout
+    assert "Applied no events" in result.stdout
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "select to_regclass(%s) is not null", (f"{schema}.task_events",)

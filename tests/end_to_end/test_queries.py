@@ -12,6 +12,7 @@ from projections.queries import TaskFilter, page_statement
 from projections.tables import ProjectionTables
 from taskledger import (
     InvalidInputError,
+    ProjectionLagError,
     TaskLedger,
     TaskNotFoundError,
     TaskStatus,
@@ -337,3 +338,20 @@ def test_tasks_total_equals_count_for_every_filter(
         ).fetchone()
         assert counted is not None
         assert page.total == counted[0], task_filter
+
+
+def test_lag_error_reports_stored_checkpoint(
+    ledger: TaskLedger, database_url: str, schema: str
+) -> None:
+    task = ledger.create_task("a", "A", "m", "chat")
+    ledger.wait_for_projection(task.position)
+
+    # The second ledger's projector has not read the checkpoint yet when the
+    # wait ends, and then becomes a standby of the first.
+    with (
+        TaskLedger.open(database_url, schema=schema) as other,
+        pytest.raises(ProjectionLagError) as raised,
+    ):
+        other.wait_for_projection(task.position + 1000, timeout=0.0)
+
+    assert raised.value.checkpoint == task.position
