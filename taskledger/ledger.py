@@ -283,8 +283,9 @@ class TaskLedger(LedgerCommands):
             return
         if self._projector.error is not None:
             raise self._projector.error
-        # The runner knows only the checkpoints it committed itself, and none
-        # while another process is the active projector.
+        # The runner holds only the checkpoints it read or committed itself,
+        # none before its first read and no new ones while another process
+        # is the active projector.
         checkpoint = self._poll_checkpoint(position, 0.0)
         if checkpoint >= position:
             return
