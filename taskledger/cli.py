@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import psycopg
@@ -181,4 +183,12 @@ app.command("tail")(tail)
 
 def main() -> None:
     """Run the command line (the `taskledger` console script)."""
+    # SIGTERM unwinds like an exit, so the ledger closes and an embedded
+    # PostgreSQL that this process started is stopped. `project` installs its
+    # own handler for the time it runs.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app()
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)

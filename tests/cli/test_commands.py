@@ -280,3 +280,27 @@ def test_closed_stderr_ends_import_quietly(
 
     assert closed.returncode == 141
     assert closed.stdout == ""
+
+
+@pytest.mark.slow
+def test_sigterm_stops_embedded_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pgserver")
+    monkeypatch.delenv("TASKLEDGER_DATABASE_URL", raising=False)
+    script = Path(sys.executable).with_name("taskledger")
+    command = [str(script), "--data-dir", str(tmp_path)]
+    subprocess.run([*command, "migrate"], capture_output=True, timeout=120, check=True)
+    pid_file = tmp_path / "postmaster.pid"
+    with subprocess.Popen(  # the command runs until stopped
+        [*command, "tail"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # past the start of the server, into the wait for updates
+        child.terminate()
+        child.communicate(timeout=60)
+
+    assert child.returncode == 128 + signal.SIGTERM
+    assert not pid_file.exists()
