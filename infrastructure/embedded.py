@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,13 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the server and return its connection URL."""
+        with warnings.catch_warnings():
+            # platformdirs warns on every start where XDG_RUNTIME_DIR is unset,
+            # as in containers and over ssh, and falls back to /tmp.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            return self._start()
+
+    def _start(self) -> str:
         try:
             import pgserver  # noqa: PLC0415 (slow import, needed only here)
         except ImportError as error:
