@@ -47,6 +47,9 @@ APPLICATION_NAME = "taskledger-rebuild"
 DEFAULT_REBUILD_BATCH_SIZE = 5000
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_SWAP_ATTEMPTS = 5
+# Passes of the replay before the swap; each one ends at the head it read
+# first, and the later ones shorten what the swap applies under its lock.
+CATCH_UP_PASSES = 3
 
 
 class RebuildInProgressError(LedgerError):
@@ -184,26 +187,55 @@ def _catch_up(
     started: float,
     progress: ProgressCallback | None,
 ) -> int:
+    """Replay into the copies up to the head, in CATCH_UP_PASSES passes.
+
+    Each pass stops at the head it read when it began, so writers that append
+    faster than the replay cannot keep it from ending. The swap applies what
+    came after the last pass.
+    """
     events = 0
-    head_query = SQL("select coalesce(max(position), 0) as head from {}").format(
-        projector.tables.events_table
-    )
-    while (result := projector.project_batch(conn)) is not None:
+    for _ in range(CATCH_UP_PASSES):
+        through = read_head(conn, projector.tables)
+        if projector.checkpoint(conn) >= through:
+            break
+        events += _catch_up_to(conn, projector, through, started, events, progress)
+    return events
+
+
+def _catch_up_to(
+    conn: Connection[DictRow],
+    projector: TaskProjector,
+    through: int,
+    started: float,
+    events_before: int,
+    progress: ProgressCallback | None,
+) -> int:
+    events = 0
+    while (result := projector.project_batch(conn, through=through)) is not None:
         events += result.events
         if progress is not None:
-            row = conn.execute(head_query).fetchone()
-            head = 0 if row is None else int(row["head"])
+            head = read_head(conn, projector.tables)
             elapsed = max(time.monotonic() - started, 1e-9)
             progress(
                 RebuildProgress(
-                    events_done=events,
+                    events_done=events_before + events,
                     position=result.last_position,
                     head=head,
                     remaining=max(0, head - result.last_position),
-                    rate=events / elapsed,
+                    rate=(events_before + events) / elapsed,
                 )
             )
     return events
+
+
+def read_head(conn: Connection[DictRow], tables: ProjectionTables) -> int:
+    """Return the position of the last event in task_events, 0 if none."""
+    row = conn.execute(
+        SQL("select coalesce(max(position), 0) as head from {}").format(
+            tables.events_table
+        )
+    ).fetchone()
+    return 0 if row is None else int(row["head"])
 
 
 class _Swap:
@@ -256,7 +288,10 @@ class _Swap:
             )
             with conn.cursor() as cursor:
                 self.live_projector.lock_checkpoint(cursor)
-            while self.live_projector.project_batch(conn) is not None:
+            # Up to the head as the lock was taken: the live projector applies
+            # later events after the swap, so writers cannot prolong it.
+            head = read_head(conn, self.live)
+            while self.live_projector.project_batch(conn, through=head) is not None:
                 pass
             position = self.live_projector.checkpoint(conn)
             events = 0

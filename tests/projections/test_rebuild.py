@@ -168,6 +168,39 @@ def test_rebuild_while_commands_continue(
     assert updates == (events, events)
 
 
+@pytest.mark.slow
+def test_rebuild_ends_while_writers_outpace_it(
+    ledger: TaskLedger, database_url: str, schema: str
+) -> None:
+    load(ledger, database_url, schema, 20)
+    stop = threading.Event()
+    rebuilt: list[int] = []
+
+    def write() -> None:
+        while not stop.is_set():
+            task = ledger.create_task("w", "W", "m", "chat")
+            ledger.start_task(task.id)
+            ledger.complete_task(task.id, "ok")
+
+    def rebuild() -> None:
+        # One event per transaction: slower than the writer's commands.
+        rebuilt.append(ledger.rebuild(batch_size=1).position)
+
+    writer = threading.Thread(target=write)
+    rebuilder = threading.Thread(target=rebuild, daemon=True)
+    writer.start()
+    try:
+        rebuilder.start()
+        rebuilder.join(timeout=120)
+    finally:
+        stop.set()
+        writer.join()
+
+    assert not rebuilder.is_alive()
+    assert rebuilt
+    assert rebuilt[0] < head(database_url, schema)
+
+
 def test_rebuild_writes_no_task_updates(
     ledger: TaskLedger, db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
