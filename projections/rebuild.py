@@ -47,8 +47,8 @@ APPLICATION_NAME = "taskledger-rebuild"
 DEFAULT_REBUILD_BATCH_SIZE = 5000
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_SWAP_ATTEMPTS = 5
-# Passes of the replay before the swap; each one ends at the head it read
-# first, and the later ones shorten what the swap applies under its lock.
+# Passes of the replay before the swap. Each pass ends at the head it read
+# first. The later passes shorten what the swap applies under its lock.
 CATCH_UP_PASSES = 3
 
 
