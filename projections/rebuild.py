@@ -30,7 +30,8 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL
 from pydantic import BaseModel, ConfigDict
 
-from domain.errors import LedgerError, StorageError
+from domain.errors import ConfigurationError, LedgerError, StorageError
+from infrastructure.recorders import EVENTS_TABLE
 from projections.projector import TaskProjector
 from projections.runner import projection_lock_key
 from projections.table_copies import (
@@ -98,7 +99,8 @@ def rebuild_projection(
 ) -> RebuildResult:
     """Rebuild agent_tasks and the statistics of schema from task_events.
 
-    Raises RebuildInProgressError when another rebuild of the schema runs, and
+    Raises ConfigurationError when the schema has no ledger tables,
+    RebuildInProgressError when another rebuild of the schema runs, and
     StorageError when readers kept the live tables locked longer than
     lock_timeout seconds in each of swap_attempts attempts.
     """
@@ -111,6 +113,7 @@ def rebuild_projection(
         row_factory=dict_row,
         application_name=APPLICATION_NAME,
     ) as conn:
+        _require_ledger_tables(conn, live)
         _hold_rebuild_lock(conn, copies)
         resumed = _prepare_copies(conn, live, copies)
         projector = TaskProjector(copies, batch_size=batch_size, notify=False)
@@ -129,6 +132,15 @@ def rebuild_projection(
     return RebuildResult(
         events=events + swap.events, position=position, seconds=seconds, resumed=resumed
     )
+
+
+def _require_ledger_tables(conn: Connection[DictRow], live: ProjectionTables) -> None:
+    for name in (EVENTS_TABLE, live.tasks):
+        if not table_exists(conn, live.schema, name):
+            raise ConfigurationError(
+                f"schema {live.schema!r} has no table {name}; run `taskledger "
+                "migrate`, or check the schema name"
+            )
 
 
 def _hold_rebuild_lock(conn: Connection[DictRow], copies: ProjectionTables) -> None:

@@ -17,7 +17,7 @@ from projections.rebuild import (
 )
 from projections.runner import projection_lock_key
 from projections.tables import REBUILD_PROJECTION, ProjectionTables
-from taskledger import StorageError, TaskLedger
+from taskledger import ConfigurationError, StorageError, TaskLedger
 from tests.projections.helpers import (
     bulk_append,
     fold_events,
@@ -339,3 +339,10 @@ def test_copies_start_with_row_level_security(
 
     with pytest.raises(RebuildStoppedError):
         ledger.rebuild(progress=inspect)
+
+
+def test_rebuild_of_schema_without_tables_is_reported(
+    database_url: str, schema: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="has no table task_events"):
+        rebuild_projection(database_url, schema)
