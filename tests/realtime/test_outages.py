@@ -94,6 +94,9 @@ def test_all_connections_killed_mid_stream(
     for _ in range(2):
         time.sleep(0.4)
         assert any(thread.is_alive() for thread in threads)
+        # The pool reopens connections only as commands need them, so wait for
+        # the listener and at least one pool connection to be back.
+        wait_until(lambda: len(ledger_pids(db, schema)) >= 2, timeout=10)
         assert terminate(db, ledger_pids(db, schema)) >= 2
     for thread in threads:
         thread.join(60)
