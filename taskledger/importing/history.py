@@ -58,9 +58,9 @@ class RecordedCommand:
 class TrackedTask:
     """A task in the importer's memory: its aggregate and what lies ahead.
 
-    An import keeps one per task in flight, so the deque of commands ahead
-    exists only while it holds some: an empty deque takes 760 bytes, a
-    quarter of a tracked task.
+    An import keeps one per task in flight. The deque of commands ahead
+    exists only while it contains some, because an empty deque takes 760
+    bytes, a quarter of a tracked task.
     """
 
     task: Task | None

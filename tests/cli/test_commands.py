@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 import typer
+from psycopg import sql
 from typer.testing import CliRunner
 
-from taskledger import __version__
+from taskledger import __version__, cli_import
 from taskledger.cli import app
 from tests.cli.conftest import Invoke
 from tests.importing.helpers import event_count, line, write_jsonl
@@ -99,7 +101,7 @@ def test_import_prints_summary_and_reports(
 def test_import_ends_with_events_projected(
     invoke: Invoke, db: Db, tmp_path: Path
 ) -> None:
-    lines = [
+    lines: list[dict[str, Any] | str] = [
         line(f"t{n}", status, minute)
         for n in range(1000)
         for status, minute in (("processing", 0), ("completed", 1))
@@ -116,6 +118,40 @@ def test_import_ends_with_events_projected(
     assert checkpoint == head
     tasks = db.execute("select count(*) from agent_tasks where status = 'completed'")
     assert tasks.fetchone() == (1000,)
+
+
+def test_import_warns_when_projection_stalls(
+    invoke: Invoke,
+    database_url: str,
+    schema: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli_import, "STALLED_SECONDS", 1.0)
+    assert invoke("migrate").exit_code == 0
+    path = write_jsonl(tmp_path / "h.jsonl", [line("a", "pending", 0)])
+    # A transaction that locks the checkpoint row pauses every projector.
+    checkpoints = sql.Identifier(schema, "projection_checkpoints")
+    holder = psycopg.connect(database_url)
+    holder.execute(
+        sql.SQL(
+            "insert into {} (projection, position) values ('agent_tasks', 0)"
+        ).format(checkpoints)
+    )
+    holder.execute(sql.SQL("select position from {} for update").format(checkpoints))
+    release = threading.Timer(4.0, holder.rollback)
+    release.start()
+    try:
+        result = invoke("import", str(path), "--json")
+    finally:
+        release.join()
+        holder.close()
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["imported"] == 1
+    assert "warning: the read model has not applied every imported event" in (
+        result.stderr
+    )
 
 
 def test_import_table_summary(invoke: Invoke, tmp_path: Path) -> None:
@@ -235,24 +271,36 @@ def test_help_shows_descriptive_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "(the file name)" in result.stdout
 
 
-def test_closed_stdout_ends_quietly(database_url: str, schema: str) -> None:
+def run_with_closed_pipe(
+    arguments: list[str], stream: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the console script with stdout or stderr on a pipe whose reader is gone."""
     script = Path(sys.executable).with_name("taskledger")
-    command = [str(script), "--database-url", database_url, "--schema", schema]
-    subprocess.run([*command, "migrate"], capture_output=True, timeout=120, check=True)
     # The reader end is closed before the command writes, as when `head` exits.
     reader, writer = os.pipe()
     os.close(reader)
+    streams: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    streams[stream] = writer
     try:
-        closed = subprocess.run(
-            [*command, "lag", "--json"],
-            stdout=writer,
-            stderr=subprocess.PIPE,
+        return subprocess.run(
+            [str(script), *arguments],
             text=True,
             timeout=120,
             check=False,
+            **streams,
         )
     finally:
         os.close(writer)
+
+
+def test_closed_stdout_ends_quietly(database_url: str, schema: str) -> None:
+    script = Path(sys.executable).with_name("taskledger")
+    command = ["--database-url", database_url, "--schema", schema]
+    subprocess.run(
+        [str(script), *command, "migrate"], capture_output=True, timeout=120, check=True
+    )
+
+    closed = run_with_closed_pipe([*command, "lag", "--json"], "stdout")
 
     assert closed.returncode == 141
     assert closed.stderr == ""
@@ -261,22 +309,10 @@ def test_closed_stdout_ends_quietly(database_url: str, schema: str) -> None:
 def test_closed_stderr_ends_import_quietly(
     database_url: str, schema: str, tmp_path: Path
 ) -> None:
-    script = Path(sys.executable).with_name("taskledger")
-    command = [str(script), "--database-url", database_url, "--schema", schema]
+    command = ["--database-url", database_url, "--schema", schema]
     path = write_jsonl(tmp_path / "h.jsonl", [line("a", "pending", 0), "oops"])
-    reader, writer = os.pipe()
-    os.close(reader)
-    try:
-        closed = subprocess.run(
-            [*command, "import", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=writer,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        os.close(writer)
+
+    closed = run_with_closed_pipe([*command, "import", str(path)], "stderr")
 
     assert closed.returncode == 141
     assert closed.stdout == ""

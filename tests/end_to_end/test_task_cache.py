@@ -86,7 +86,7 @@ def test_occurred_at_is_checked_against_stored_time(ledger: TaskLedger) -> None:
     assert started.wait_ms == 0
 
 
-def test_cached_task_whose_events_were_lost_is_not_found(
+def test_cached_task_with_lost_events(
     ledger: TaskLedger, database_url: str, schema: str
 ) -> None:
     task = ledger.create_task("a", "A", "m", "chat")
