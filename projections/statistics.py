@@ -55,20 +55,6 @@ def bucket_key(record: TaskRecord) -> BucketKey:
     return (record.agent_id, record.task_type, created_hour(record.created_at))
 
 
-def contribution(record: TaskRecord) -> Counter[str]:
-    """Return what one task adds to its bucket's counters."""
-    counts: Counter[str] = Counter({record.status.value: 1})
-    if record.attempts > 1:
-        counts["retried"] = 1
-    if completed_duration(record) is not None:
-        counts["duration_count"] = 1
-        counts["duration_sum_ms"] = record.duration_ms or 0
-    if record.wait_ms is not None:
-        counts["wait_count"] = 1
-        counts["wait_sum_ms"] = record.wait_ms
-    return counts
-
-
 def completed_duration(record: TaskRecord) -> int | None:
     """Return the duration the histogram counts: a completed task's, else None."""
     if record.status is TaskStatus.COMPLETED:
@@ -139,23 +125,27 @@ class StatisticsWriter:
         )
 
     def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None:
-        counters: dict[BucketKey, Counter[str]] = {}
+        counters: dict[BucketKey, list[int]] = {}
         durations: Counter[tuple[BucketKey, int]] = Counter()
         for change in changes:
+            # A task's agent, type and creation time never change, so the
+            # record before an event falls into the same bucket as after it.
+            key = bucket_key(change.after)
+            counts = counters.get(key)
+            if counts is None:
+                counts = counters[key] = [0] * len(COUNTER_COLUMNS)
             if change.before is not None:
-                _add(counters, durations, change.before, -1)
-            _add(counters, durations, change.after, 1)
+                _add_contribution(counts, change.before, -1)
+                _add_duration(durations, key, change.before, -1)
+            _add_contribution(counts, change.after, 1)
+            _add_duration(durations, key, change.after, 1)
         self._write_counters(cursor, counters)
         self._write_durations(cursor, durations)
 
     def _write_counters(
-        self, cursor: Cursor[DictRow], counters: dict[BucketKey, Counter[str]]
+        self, cursor: Cursor[DictRow], counters: dict[BucketKey, list[int]]
     ) -> None:
-        rows = [
-            (*key, *(counts[name] for name in COUNTER_COLUMNS))
-            for key, counts in counters.items()
-            if any(counts.values())
-        ]
+        rows = [(*key, *counts) for key, counts in counters.items() if any(counts)]
         if rows:
             cursor.execute(
                 self.upsert_counters,
@@ -177,16 +167,33 @@ class StatisticsWriter:
             )
 
 
-def _add(
-    counters: dict[BucketKey, Counter[str]],
+def _add_contribution(counts: list[int], record: TaskRecord, sign: int) -> None:
+    """Add what the task contributes to its bucket's counters, times sign."""
+    counts[_STATUS_INDEX[record.status]] += sign
+    if record.attempts > 1:
+        counts[_RETRIED] += sign
+    if completed_duration(record) is not None:
+        counts[_DURATION_COUNT] += sign
+        counts[_DURATION_SUM] += sign * (record.duration_ms or 0)
+    if record.wait_ms is not None:
+        counts[_WAIT_COUNT] += sign
+        counts[_WAIT_SUM] += sign * record.wait_ms
+
+
+def _add_duration(
     durations: Counter[tuple[BucketKey, int]],
+    key: BucketKey,
     record: TaskRecord,
     sign: int,
 ) -> None:
-    key = bucket_key(record)
-    bucket = counters.setdefault(key, Counter())
-    for name, value in contribution(record).items():
-        bucket[name] += sign * value
+    """Add the task's completed duration, if any, to the histogram, times sign."""
     duration = completed_duration(record)
     if duration is not None:
         durations[(key, duration)] += sign
+
+
+_STATUS_INDEX = {status: STATUS_COLUMNS.index(status.value) for status in TaskStatus}
+# The indexes of the counters after the statuses, in COUNTER_COLUMNS order.
+_RETRIED, _DURATION_COUNT, _DURATION_SUM, _WAIT_COUNT, _WAIT_SUM = range(
+    len(STATUS_COLUMNS), len(COUNTER_COLUMNS)
+)
