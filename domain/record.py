@@ -46,12 +46,17 @@ def milliseconds_between(start: datetime, end: datetime) -> int:
     return max(0, (end - start) // _ONE_MS)
 
 
-def evolve(record: TaskRecord | None, event: Task.Event) -> TaskRecord:
-    """Return the task as it is after the event: the fold of the ledger."""
+def evolve(
+    record: TaskRecord | None, event: Task.Event, position: int | None = None
+) -> TaskRecord:
+    """Return the task as it is after the event: the fold of the ledger.
+
+    A position, where given, becomes the record's. Otherwise it keeps its own.
+    """
     from domain.task import Task  # noqa: PLC0415 (the aggregate imports this module)
 
     if isinstance(event, Task.Created):
-        return _created(event)
+        return _created(event, position)
     if record is None:
         raise ValueError(f"event {type(event).__name__} before the task was created")
 
@@ -59,6 +64,8 @@ def evolve(record: TaskRecord | None, event: Task.Event) -> TaskRecord:
         "updated_at": event.timestamp,
         "version": event.originator_version,
     }
+    if position is not None:
+        changes["position"] = position
     metadata = getattr(event, "metadata", None)
     if metadata:
         changes["metadata"] = {**record.metadata, **metadata}
@@ -94,7 +101,7 @@ def evolve(record: TaskRecord | None, event: Task.Event) -> TaskRecord:
     return record.model_copy(update=changes)
 
 
-def _created(event: Task.Created) -> TaskRecord:
+def _created(event: Task.Created, position: int | None) -> TaskRecord:
     return TaskRecord(
         id=event.originator_id,
         agent_id=event.agent_id,
@@ -107,6 +114,7 @@ def _created(event: Task.Created) -> TaskRecord:
         created_at=event.timestamp,
         updated_at=event.timestamp,
         version=event.originator_version,
+        position=position,
     )
 
 

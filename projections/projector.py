@@ -144,9 +144,7 @@ class TaskProjector:
         for row in rows:
             event = self._decode(row)
             before = records.get(row["task_id"])
-            after = evolve(before, event).model_copy(
-                update={"position": row["position"]}
-            )
+            after = evolve(before, event, row["position"])
             records[after.id] = after
             changes.append(TaskChange(row["position"], event.event_type, before, after))
         return changes
