@@ -22,10 +22,9 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import StoredEvent
-from psycopg import Connection, Cursor
+from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
-from psycopg.types.json import Jsonb
 
 from bench.appends import LedgerWriter
 from bench.baselines import PLAIN_INSERT, create_plain_table, plain_row
@@ -34,13 +33,11 @@ from bench.database import BenchDatabase
 from bench.results import Line
 from bench.timing import rate
 from bench.workload import plan_tasks, template_events
-from domain.record import TaskRecord
 from infrastructure.event_rows import insert_parameters, source_parameters
 from infrastructure.mapper import PydanticMapper
 from infrastructure.recorders import AppendContext, AppendedEvent, TaskEventsRecorder
-from projections.changes import TaskChange
 from projections.projector import TaskProjector
-from projections.read_model import TASK_COLUMNS, TaskRowWriter
+from projections.read_model import TaskRowWriter
 from projections.tables import ProjectionTables
 from taskledger import TaskLedger
 
@@ -311,65 +308,6 @@ def _with_note(line: Line, note: str) -> Line:
     return replace(line, note=f"{line.note}; {note}")
 
 
-class CopyRowWriter:
-    """Writes agent_tasks rows with one COPY and one upsert per batch.
-
-    The projector's TaskRowWriter sends one INSERT ... ON CONFLICT per task.
-    """
-
-    def __init__(self, table: Identifier) -> None:
-        names = (*TASK_COLUMNS, "created_position")
-        columns = SQL(", ").join(Identifier(name) for name in names)
-        updates = SQL(", ").join(
-            SQL("{0} = excluded.{0}").format(Identifier(name))
-            for name in TASK_COLUMNS
-            if name != "id"
-        )
-        self.create = SQL(
-            "create temporary table if not exists bench_task_rows "
-            "(like {table} including defaults) on commit delete rows"
-        ).format(table=table)
-        self.copy = SQL("copy bench_task_rows ({columns}) from stdin").format(
-            columns=columns
-        )
-        self.upsert = SQL(
-            "insert into {table} ({columns}) select {columns} from bench_task_rows "
-            "on conflict (id) do update set {updates}"
-        ).format(table=table, columns=columns, updates=updates)
-
-    def write(self, cursor: Cursor[Any], changes: list[TaskChange]) -> None:
-        latest: dict[uuid.UUID, TaskChange] = {}
-        created: dict[uuid.UUID, int] = {}
-        for change in changes:
-            latest[change.after.id] = change
-            if change.before is None:
-                created[change.after.id] = change.position
-        cursor.execute(self.create)
-        with cursor.copy(self.copy) as copy:
-            for task_id, change in latest.items():
-                copy.write_row(
-                    (
-                        *_row_values(change.after),
-                        created.get(task_id, change.position),
-                    )
-                )
-        cursor.execute(self.upsert)
-
-
-def _row_values(record: TaskRecord) -> tuple[Any, ...]:
-    values: list[Any] = []
-    for name in TASK_COLUMNS:
-        value = getattr(record, name)
-        if name == "metadata":
-            value = Jsonb(value)
-        elif name == "response_data":
-            value = None if value is None else Jsonb(value)
-        elif name == "status":
-            value = value.value
-        values.append(value)
-    return tuple(values)
-
-
 def reset_projection(database: BenchDatabase, tables: ProjectionTables) -> None:
     """Empty the projection's tables and checkpoint so that it starts again."""
     names = [
@@ -388,22 +326,14 @@ def reset_projection(database: BenchDatabase, tables: ProjectionTables) -> None:
         )
 
 
-def with_copy_rows(projector: TaskProjector) -> None:
-    tasks_table = projector.tables.tasks_table
-    projector.writers = [
-        CopyRowWriter(tasks_table) if isinstance(writer, TaskRowWriter) else writer
-        for writer in projector.writers
-    ]
-
-
 def rows_only(projector: TaskProjector) -> None:
     projector.writers = [
         writer for writer in projector.writers if isinstance(writer, TaskRowWriter)
     ]
+    projector.update_writer = None
 
 
 CATCHUP_VARIANTS: dict[str, Callable[[TaskProjector], None]] = {
-    "agent_tasks by COPY and one upsert": with_copy_rows,
     "agent_tasks only, no statistics or task_updates": rows_only,
 }
 

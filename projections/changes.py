@@ -25,7 +25,8 @@ class ChangeWriter(Protocol):
     """A part of a projection that writes its rows for a batch of changes.
 
     It runs inside the projector's transaction, so its rows commit together
-    with the read model and the checkpoint, or not at all.
+    with the read model and the checkpoint, or not at all. It runs in a
+    pipeline, where COPY is not allowed.
     """
 
     def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None: ...

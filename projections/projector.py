@@ -61,10 +61,14 @@ class TaskProjector:
         self.writers: list[ChangeWriter] = [
             TaskRowWriter(tables.tasks_table),
             StatisticsWriter(tables),
+            *(extra_writers or []),
         ]
-        if tables.updates is not None:
-            self.writers.append(TaskUpdateWriter(tables.table(tables.updates)))
-        self.writers.extend(extra_writers or [])
+        # COPY cannot run in a pipeline, so this writer runs after the others.
+        self.update_writer = (
+            None
+            if tables.updates is None
+            else TaskUpdateWriter(tables.table(tables.updates))
+        )
         self._select_events = SQL(
             "select position, task_id, version, topic, payload::text as payload, "
             "state from {} where position > %s and position <= %s "
@@ -97,9 +101,14 @@ class TaskProjector:
             if not rows:
                 return None
             changes = self._changes(cursor, rows)
-            for writer in self.writers:
-                writer.write(cursor, changes)
             last = rows[-1]["position"]
+            # In a pipeline, PostgreSQL runs each statement while Python
+            # prepares the next writer's rows.
+            with conn.pipeline():
+                for writer in self.writers:
+                    writer.write(cursor, changes)
+            if self.update_writer is not None:
+                self.update_writer.write(cursor, changes)
             cursor.execute(self._move_checkpoint, (last, self.tables.projection))
             if self.notify:
                 cursor.execute(
