@@ -7,21 +7,24 @@ import queue
 import time
 from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 from pydantic import BaseModel
 from rich.table import Table
 
-from domain.errors import ProjectionLagError
+from domain.errors import ProjectionLagError, TaskNotFoundError
 from domain.status import TaskStatus
 from domain.update import TaskUpdate
 from taskledger.cli_common import (
     console,
     error_console,
+    fail,
     open_ledger,
     reported_errors,
     settings_of,
 )
+from taskledger.importing import task_uuid
 from taskledger.ledger import TaskLedger
 
 DEFAULT_WAIT_SECONDS = 10.0
@@ -156,17 +159,34 @@ def tasks(
 @reported_errors
 def history(
     context: typer.Context,
-    task_id: Annotated[str, typer.Argument(help="UUID of the task.")],
+    task_id: Annotated[
+        str,
+        typer.Argument(help="The task's UUID, or its id in an imported file."),
+    ],
+    imported: Annotated[
+        bool,
+        typer.Option(
+            "--imported",
+            help="Read TASK_ID as an id from an imported file, even if it is a UUID.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Print every event of a task: when, what, and who caused it."""
+    ledger_id, from_import = _ledger_task_id(task_id, imported)
     with open_ledger(settings_of(context), migrate=False, project=False) as ledger:
-        entries = ledger.get_history(task_id)
+        try:
+            entries = ledger.get_history(ledger_id)
+        except TaskNotFoundError:
+            raise fail(_not_found_message(task_id, ledger_id, from_import)) from None
     if as_json:
         for entry in entries:
             typer.echo(entry.model_dump_json())
         return
-    table = Table(title=f"History of task {task_id}", title_justify="left")
+    title = f"History of task {ledger_id}"
+    if from_import:
+        title += f" (imported id {task_id!r})"
+    table = Table(title=title, title_justify="left")
     table.add_column("version")
     table.add_column("event")
     table.add_column("occurred", no_wrap=True, min_width=25)
@@ -181,6 +201,31 @@ def history(
             entry.idempotency_key or "",
         )
     console.print(table)
+
+
+def _ledger_task_id(task_id: str, imported: bool) -> tuple[UUID, bool]:
+    """Return the ledger's UUID for TASK_ID, and whether an import derived it.
+
+    TASK_ID is the UUID itself unless --imported is given or it is not a UUID.
+    """
+    if not imported:
+        try:
+            return UUID(task_id.strip()), False
+        except ValueError:
+            pass
+    return task_uuid(task_id), True
+
+
+def _not_found_message(task_id: str, ledger_id: UUID, from_import: bool) -> str:
+    if from_import:
+        return (
+            f"no task has the imported id {task_id!r} (ledger id {ledger_id}); "
+            "check the id in the imported file, including its case and spaces"
+        )
+    return (
+        f"task {ledger_id} not found. If it is an id from an imported file, "
+        "add --imported"
+    )
 
 
 @reported_errors

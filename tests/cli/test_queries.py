@@ -19,6 +19,7 @@ from projections.runner import projection_lock_key
 from projections.tables import MAIN_PROJECTION
 from taskledger import TaskLedger
 from tests.cli.conftest import Invoke
+from tests.importing.helpers import line, write_jsonl
 
 
 def fill(ledger: TaskLedger) -> list[Any]:
@@ -102,6 +103,7 @@ def test_history_shows_each_event(invoke: Invoke, ledger: TaskLedger) -> None:
 
     result = invoke("history", str(ids[0]), "--json")
     missing = invoke("history", "not-a-uuid")
+    unknown = invoke("history", "00000000-0000-0000-0000-000000000000")
 
     assert result.exit_code == 0, result.output
     entries = [json.loads(text) for text in result.stdout.splitlines()]
@@ -112,7 +114,34 @@ def test_history_shows_each_event(invoke: Invoke, ledger: TaskLedger) -> None:
     ]
     assert entries[0]["actor"] == "api"
     assert missing.exit_code == 1
-    assert "is not a UUID" in missing.stderr
+    assert "no task has the imported id 'not-a-uuid'" in missing.stderr
+    assert unknown.exit_code == 1
+    assert "task 00000000-0000-0000-0000-000000000000 not found" in unknown.stderr
+
+
+def test_history_finds_imported_id(invoke: Invoke, tmp_path: Path) -> None:
+    uuid_shaped = "11111111-2222-3333-4444-555555555555"
+    path = write_jsonl(
+        tmp_path / "log.jsonl",
+        [
+            line("order 17", "pending", 0),
+            line("order 17", "processing", 1),
+            line(uuid_shaped, "pending", 2),
+        ],
+    )
+    assert invoke("import", str(path)).exit_code == 0
+
+    by_name = invoke("history", "order 17", "--json")
+    by_shaped = invoke("history", uuid_shaped, "--imported", "--json")
+    as_uuid = invoke("history", uuid_shaped)
+
+    assert by_name.exit_code == 0, by_name.output
+    events = [json.loads(text)["event_type"] for text in by_name.stdout.splitlines()]
+    assert events == ["created", "started"]
+    assert by_shaped.exit_code == 0, by_shaped.output
+    assert len(by_shaped.stdout.splitlines()) == 1
+    assert as_uuid.exit_code == 1
+    assert "add --imported" in as_uuid.stderr
 
 
 def test_lag_reports_head(invoke: Invoke, ledger: TaskLedger) -> None:
