@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from rich.table import Table
 
 from domain.errors import ProjectionLagError, TaskNotFoundError
+from domain.record import TaskRecord
 from domain.status import TaskStatus
 from domain.update import TaskUpdate
 from taskledger.cli_common import (
@@ -28,6 +29,9 @@ from taskledger.importing import task_uuid
 from taskledger.ledger import TaskLedger
 
 DEFAULT_WAIT_SECONDS = 10.0
+# Below this many columns, the task table squeezes its columns to a few
+# letters, so `tasks` prints two lines per task instead.
+TASK_TABLE_WIDTH = 130
 
 
 def aware_datetime(text: str) -> datetime:
@@ -139,10 +143,16 @@ def tasks(
     if as_json:
         typer.echo(page.model_dump_json())
         return
-    table = Table(caption=f"{len(page.tasks)} of {page.total} matching tasks")
+    caption = f"{len(page.tasks)} of {page.total} matching tasks"
+    if console.width < TASK_TABLE_WIDTH:
+        _print_task_lines(page.tasks, caption)
+        return
+    table = Table(caption=caption)
     table.add_column("id", no_wrap=True, min_width=36)
-    for column in ("agent", "type", "status", "attempts", "created", "ms"):
+    for column in ("agent", "type", "status", "attempts"):
         table.add_column(column)
+    table.add_column("created", no_wrap=True, min_width=25)
+    table.add_column("ms")
     for task in page.tasks:
         table.add_row(
             str(task.id),
@@ -154,6 +164,20 @@ def tasks(
             "" if task.duration_ms is None else f"{task.duration_ms:,}",
         )
     console.print(table)
+
+
+def _print_task_lines(tasks: list[TaskRecord], caption: str) -> None:
+    """Print each task as two lines, for terminals too narrow for the table."""
+    for task in tasks:
+        heading = f"{task.id}  {task.status.value}"
+        if task.duration_ms is not None:
+            heading += f"  {task.duration_ms:,} ms"
+        attempts = f"{task.attempts} attempt{'' if task.attempts == 1 else 's'}"
+        created = f"created {task.created_at.isoformat(timespec='seconds')}"
+        details = " · ".join((task.agent_id, task.task_type, attempts, created))
+        console.print(heading, highlight=False)
+        console.print(f"  {details}", highlight=False, markup=False)
+    console.print(caption, highlight=False)
 
 
 @reported_errors

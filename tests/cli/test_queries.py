@@ -98,6 +98,22 @@ def test_tasks_lists_filtered_page(invoke: Invoke, ledger: TaskLedger) -> None:
     assert str(ids[0]) not in table.stdout
 
 
+def test_tasks_narrow_terminal_prints_lines(
+    invoke: Invoke, ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = fill(ledger)
+    monkeypatch.setenv("COLUMNS", "80")
+
+    result = invoke("tasks")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(text) <= 80 for text in lines)
+    assert any(text.startswith(f"{ids[1]}  failed  ") for text in lines)
+    assert "  support · analysis · 1 attempt · created " in result.stdout
+    assert lines[-1] == "3 of 3 matching tasks"
+
+
 def test_history_shows_each_event(invoke: Invoke, ledger: TaskLedger) -> None:
     ids = fill(ledger)
 
