@@ -25,8 +25,7 @@ class ChangeWriter(Protocol):
     """A part of a projection that writes its rows for a batch of changes.
 
     It runs inside the projector's transaction, so its rows commit together
-    with the read model and the checkpoint, or not at all. It runs in a
-    pipeline, where COPY is not allowed.
+    with the read model and the checkpoint, or not at all.
     """
 
     def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None: ...

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
+import psycopg
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL
@@ -58,17 +59,19 @@ class TaskProjector:
         self.batch_size = batch_size
         self.notify = notify
         self.mapper = PydanticMapper()
+        # The read model's writers run in a pipeline (see project_batch).
         self.writers: list[ChangeWriter] = [
             TaskRowWriter(tables.tasks_table),
             StatisticsWriter(tables),
-            *(extra_writers or []),
         ]
-        # COPY cannot run in a pipeline, so this writer runs after the others.
+        # COPY cannot run in a pipeline, and statements in one report no row
+        # counts, so task_updates and the extra writers run after it.
         self.update_writer = (
             None
             if tables.updates is None
             else TaskUpdateWriter(tables.table(tables.updates))
         )
+        self.extra_writers: list[ChangeWriter] = list(extra_writers or [])
         self._select_events = SQL(
             "select position, task_id, version, topic, payload::text as payload, "
             "state from {} where position > %s and position <= %s "
@@ -102,19 +105,37 @@ class TaskProjector:
                 return None
             changes = self._changes(cursor, rows)
             last = rows[-1]["position"]
-            # In a pipeline, PostgreSQL runs each statement while Python
-            # prepares the next writer's rows.
-            with conn.pipeline():
-                for writer in self.writers:
-                    writer.write(cursor, changes)
+            self._write_pipelined(conn, cursor, changes)
             if self.update_writer is not None:
                 self.update_writer.write(cursor, changes)
+            for writer in self.extra_writers:
+                writer.write(cursor, changes)
             cursor.execute(self._move_checkpoint, (last, self.tables.projection))
             if self.notify:
                 cursor.execute(
                     "select pg_notify(%s, %s)", (self.tables.updates_channel, str(last))
                 )
         return BatchResult(rows[0]["position"], last, len(rows))
+
+    def _write_pipelined(
+        self,
+        conn: Connection[DictRow],
+        cursor: Cursor[DictRow],
+        changes: list[TaskChange],
+    ) -> None:
+        """Run the writers in a pipeline, so PostgreSQL runs each statement while
+        Python prepares the next writer's rows."""
+        with conn.pipeline() as pipeline:
+            try:
+                for writer in self.writers:
+                    writer.write(cursor, changes)
+            except psycopg.Error:
+                raise
+            except Exception:
+                # A statement sent before this error may have failed first, and
+                # its error is read only at a sync: raise that one instead.
+                pipeline.sync()
+                raise
 
     def checkpoint(self, conn: Connection[DictRow]) -> int:
         with conn.cursor() as cursor:
