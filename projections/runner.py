@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "taskledger-projector"
 MAX_BACKOFF_SECONDS = 5.0
+# A batch cancelled this many times in a row stops the projection.
+MAX_CANCELLED_BATCHES = 3
 STOP_CHECK_SECONDS = 0.05
 
 
@@ -63,6 +65,8 @@ class ProjectorRunner:
         self.error: ProjectionError | None = None
         self.is_active = False
         self._checkpoint = 0
+        # Batches cancelled in a row (statement or lock timeout, or a cancel).
+        self._cancelled = 0
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,6 +117,9 @@ class ProjectorRunner:
             except ProjectionError as error:
                 self._fail(error)
                 return
+            except psycopg.errors.QueryCanceled as error:
+                if not self._retry_cancelled(error):
+                    return
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 self.is_active = False
                 logger.warning(
@@ -138,6 +145,36 @@ class ProjectorRunner:
                 stopped.__cause__ = error
                 self._fail(stopped)
                 return
+
+    def _retry_cancelled(self, error: psycopg.errors.QueryCanceled) -> bool:
+        """Wait before the batch runs again, or stop after too many cancellations.
+
+        A statement timeout that every run of a batch exceeds would otherwise
+        be retried forever as if the connection had failed.
+        """
+        self.is_active = False
+        self._cancelled += 1
+        name = self.projector.tables.projection
+        if self._cancelled >= MAX_CANCELLED_BATCHES:
+            stopped = ProjectionError(
+                f"projection {name} stopped: its next batch was cancelled "
+                f"{self._cancelled} times in a row ({error}); raise the "
+                "statement_timeout or lock_timeout of the projector's connection, "
+                "or lower its batch size, and restart the process"
+            )
+            stopped.__cause__ = error
+            self._fail(stopped)
+            return False
+        delay = min(0.1 * 2**self._cancelled, MAX_BACKOFF_SECONDS)
+        logger.warning(
+            "projection %s: batch cancelled, retrying in %.1f s: %s",
+            name,
+            delay,
+            error,
+            extra={"action": "projector_batch_cancelled"},
+        )
+        self._stopping.wait(delay)
+        return True
 
     def _fail(self, error: ProjectionError) -> None:
         logger.error(
@@ -194,6 +231,7 @@ class ProjectorRunner:
             if result is None:
                 self._publish(self.projector.checkpoint(conn))
                 return
+            self._cancelled = 0
             self._publish(result.last_position)
             if self.on_batch is not None:
                 self.on_batch(result)
