@@ -102,7 +102,8 @@ def _entries(
     if options.format is ImportFormat.JSONL:
         return read_jsonl(source_file.stream, source_file.path.name), JSONL_RULES
     if options.format is ImportFormat.ALIBABA:
-        return read_alibaba(source_file.stream, options.epoch), ALIBABA_RULES
+        reader = read_alibaba(source_file.stream, options.epoch, source_file.path.name)
+        return reader, ALIBABA_RULES
     if options.mapping is None:
         raise MappingError("an XES import needs a mapping file (--mapping)")
     return read_xes(source_file.stream, options.mapping), options.mapping.rules

@@ -24,6 +24,7 @@ from taskledger.importing.records import (
     Transition,
     task_uuid,
 )
+from taskledger.importing.sources import ImportFileError
 
 ALIBABA_RULES = ReadRules()
 AGENT_ID = "alibaba-gpu"
@@ -42,15 +43,23 @@ _REQUIRED = ("name", "qos", "pod_phase", "creation_time", "deletion_time")
 _RESOURCES = ("cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec")
 
 
-def read_alibaba(stream: IO[bytes], epoch: datetime = UNIX_EPOCH) -> Generator[Entry]:
-    """Yield the transitions of every pod row, in row order."""
+def read_alibaba(
+    stream: IO[bytes], epoch: datetime = UNIX_EPOCH, name: str = "the file"
+) -> Generator[Entry]:
+    """Yield the transitions of every pod row, in row order.
+
+    Raises ImportFileError, naming the file, when its header lacks a column.
+    """
     text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
     try:
         rows = csv.DictReader(text)
         missing = [name for name in _REQUIRED if name not in (rows.fieldnames or [])]
         if missing:
-            yield Rejected(1, "line 1", f"the header lacks {', '.join(missing)}")
-            return
+            raise ImportFileError(
+                f"{name} is not an Alibaba pod list: its header (line 1) lacks "
+                f"{', '.join(missing)}; check the file, or give the right "
+                "--format (jsonl or xes)"
+            )
         # Line 1 is the header, so the first pod is on line 2.
         for number, row in enumerate(rows, start=2):
             yield from _pod(row, number, epoch)

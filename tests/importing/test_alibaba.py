@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from taskledger import TaskLedger
 from taskledger.importing import (
+    ImportFileError,
     ImportFormat,
     ImportOptions,
     Rejected,
@@ -73,3 +75,16 @@ def test_pods_follow_final_phase(
     assert events[0]["payload"]["task_type"] == "LS"
     assert events[0]["payload"]["metadata"]["gpu_spec"] == "V100"
     assert events[2]["occurred_at"] == datetime(2023, 7, 1, 0, 1, 40, tzinfo=UTC)
+
+
+def test_header_without_columns_is_rejected(ledger: TaskLedger, tmp_path: Path) -> None:
+    path = tmp_path / "pods.csv"
+    path.write_text("name,phase\npod-ok,Succeeded\n")
+
+    with pytest.raises(ImportFileError) as raised:
+        import_file(ledger, path, ImportOptions(format=ImportFormat.ALIBABA))
+
+    message = str(raised.value)
+    assert "pods.csv is not an Alibaba pod list" in message
+    assert "qos, pod_phase, creation_time, deletion_time" in message
+    assert "--format" in message
