@@ -23,6 +23,7 @@ from taskledger.cli_common import (
     CommandFailedError,
     console,
     error_console,
+    fail,
     open_ledger,
     reported_errors,
     settings_of,
@@ -131,18 +132,25 @@ def import_command(
             "importing", total=file.stat().st_size, entries=0, rate=0.0
         )
 
+        latest: list[ImportSummary] = []
+
         def on_progress(summary: ImportSummary, done: int, total: int) -> None:
+            latest[:] = [summary]
             entries = _entries(summary)
             rate = entries / max(time.monotonic() - started, 1e-9)
             progress.update(bar, completed=min(done, total), entries=entries, rate=rate)
 
-        summary = import_file(
-            ledger,
-            file,
-            options,
-            on_rejected=reporter.report,
-            on_progress=on_progress,
-        )
+        try:
+            summary = import_file(
+                ledger,
+                file,
+                options,
+                on_rejected=reporter.report,
+                on_progress=on_progress,
+            )
+        except KeyboardInterrupt:
+            progress.stop()
+            raise fail(_interrupted_message(latest), 130) from None
         seconds = time.monotonic() - started
         progress.remove_task(bar)
         projected = _wait_for_projection(ledger, summary.last_position, progress)
@@ -290,6 +298,15 @@ def _progress(quiet: bool) -> Progress:
         console=error_console,
         transient=True,
         disable=quiet or not error_console.is_terminal,
+    )
+
+
+def _interrupted_message(latest: list[ImportSummary]) -> str:
+    imported = latest[0].imported if latest else 0
+    return (
+        f"interrupted: at least {imported:,} entries were imported and are kept. "
+        "Run the same command again to import the rest; it skips the entries "
+        "already imported"
     )
 
 

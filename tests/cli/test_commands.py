@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from taskledger import __version__, cli_import
 from taskledger.cli import app
 from tests.cli.conftest import Invoke
+from tests.importing.generate_history import write_history
 from tests.importing.helpers import event_count, line, write_jsonl
 
 Db = psycopg.Connection[Any]
@@ -222,6 +223,40 @@ def test_demo_ctrl_c_cancels_open_tasks(database_url: str, schema: str, db: Db) 
         "where event_type not in ('completed', 'failed', 'cancelled')"
     ).fetchone()
     assert open_tasks == (0,)
+
+
+@pytest.mark.slow
+def test_import_ctrl_c_keeps_batches(
+    invoke: Invoke, database_url: str, schema: str, db: Db, tmp_path: Path
+) -> None:
+    path = tmp_path / "history.jsonl"
+    write_history(path, 30_000, in_flight=500)
+    script = Path(sys.executable).with_name("taskledger")
+    command = [str(script), "--database-url", database_url, "--schema", schema]
+    with subprocess.Popen(
+        [*command, "import", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    ) as child:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and events_in(db, schema) == 0:
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        _, errors = child.communicate(timeout=60)
+    events_kept = event_count(db)
+    again = invoke("import", str(path), "--json")
+
+    assert child.returncode == 130, errors
+    assert "entries were imported and are kept" in errors
+    assert "Run the same command again" in errors
+    assert 0 < events_kept < 30_000
+    assert again.exit_code == 0, again.output
+    counts = json.loads(again.stdout)
+    assert counts["skipped"] >= events_kept
+    assert counts["imported"] + counts["skipped"] == 30_000
+    assert event_count(db) == 30_000
 
 
 def events_in(db: Db, schema: str) -> int:
