@@ -352,18 +352,37 @@ def _catch_up(ledger: TaskLedger, seconds: float) -> None:
         )
 
 
+def format_milliseconds(value: float) -> str:
+    """Write a duration in milliseconds, with the largest unit that fits it."""
+    if value < 10:
+        return f"{value:,.1f} ms"
+    if value < 10_000:
+        return f"{value:,.0f} ms"
+    for unit, size in _DURATION_UNITS:
+        if value >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value / 1000:,.1f} s"
+
+
+_DURATION_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000))
+
+
 def _print_model(title: str, model: BaseModel) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for name, value in model.model_dump().items():
-        table.add_row(name, _format(value))
+        table.add_row(name, _format(name, value))
     console.print(table)
 
 
-def _format(value: Any) -> str:
+def _format(name: str, value: Any) -> str:
     if value is None:
         return "-"
+    if name.endswith("_ms") and isinstance(value, int | float):
+        return format_milliseconds(value)
+    if name.endswith("_rate") and isinstance(value, float):
+        return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:,.3f}"
     if isinstance(value, int):

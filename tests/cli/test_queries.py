@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 from projections.runner import projection_lock_key
 from projections.tables import MAIN_PROJECTION
 from taskledger import TaskLedger
+from taskledger.cli_queries import format_milliseconds
 from tests.cli.conftest import Invoke
 from tests.importing.helpers import line, write_jsonl
 
@@ -47,6 +49,31 @@ def test_stats_json_counts_by_status(invoke: Invoke, ledger: TaskLedger) -> None
     assert figures["processing"] == 1
     assert figures["failure_rate"] == 0.5
     assert json.loads(by_agent.stdout)["total"] == 2
+
+
+def test_stats_table_shows_units(invoke: Invoke, ledger: TaskLedger) -> None:
+    fill(ledger)
+
+    result = invoke("stats")
+
+    assert result.exit_code == 0, result.output
+    assert re.search(r"failure_rate\s+│\s+50\.0%", result.stdout)
+    assert re.search(r"avg_duration_ms\s+│\s+[\d.,]+ ms", result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "text"),
+    [
+        (3.25, "3.2 ms"),
+        (5046.57, "5,047 ms"),
+        (12_345, "12.3 s"),
+        (90_000, "1.5 min"),
+        (7_200_000, "2.0 h"),
+        (723_130_962.567, "8.4 d"),
+    ],
+)
+def test_format_milliseconds_picks_unit(milliseconds: float, text: str) -> None:
+    assert format_milliseconds(milliseconds) == text
 
 
 def test_stats_rejects_time_without_offset(invoke: Invoke) -> None:
