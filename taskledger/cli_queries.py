@@ -143,7 +143,7 @@ def tasks(
     if as_json:
         typer.echo(page.model_dump_json())
         return
-    caption = f"{len(page.tasks)} of {page.total} matching tasks"
+    caption = f"{len(page.tasks):,} of {page.total:,} matching tasks"
     if console.width < TASK_TABLE_WIDTH:
         _print_task_lines(page.tasks, caption)
         return
