@@ -191,8 +191,11 @@ class LedgerCommands:
         """Create and start a task, complete it after the block, fail it on error.
 
         The block may set `response`, `response_data` and `metadata` on the
-        object it receives. An exception fails the task with its message and
-        is re-raised.
+        object it receives. After the block, its `task` is the completed task.
+        After an exception, `task` is the failed task and the exception is
+        re-raised. If recording the failure fails, for example because the
+        database is unreachable, that error is logged, `task` stays the
+        processing task and the block's exception is still re-raised.
         """
         created = self.create_task(
             agent_id, agent_name, message, task_type, user_id, metadata
@@ -202,25 +205,30 @@ class LedgerCommands:
         try:
             yield tracked
         except BaseException as error:
-            self._fail_tracked(started.id, error)
+            tracked.task = self._fail_tracked(started, error)
             raise
         tracked.task = self.complete_task(
             started.id, tracked.response, tracked.response_data, tracked.metadata
         )
 
-    def _fail_tracked(self, task_id: UUID, error: BaseException) -> None:
-        """Fail a tracked task; a failure to record it never hides the error."""
+    def _fail_tracked(self, task: TaskRecord, error: BaseException) -> TaskRecord:
+        """Fail a tracked task and return the failed task.
+
+        A LedgerError while recording the failure is logged and `task` is
+        returned unchanged, so the block's error is never hidden.
+        """
         message_text = str(error) or type(error).__name__
         if len(message_text) > TRACKED_ERROR_CHARACTERS:
             message_text = message_text[:TRACKED_ERROR_CHARACTERS] + " [truncated]"
         try:
-            self.fail_task(task_id, message_text)
+            return self.fail_task(task.id, message_text)
         except LedgerError:
             logger.exception(
                 "could not record the failure of tracked task %s",
-                task_id,
-                extra={"action": "track_fail", "task_id": str(task_id)},
+                task.id,
+                extra={"action": "track_fail", "task_id": str(task.id)},
             )
+            return task
 
     def _change(
         self,

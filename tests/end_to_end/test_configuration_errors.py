@@ -7,10 +7,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from domain.errors import DatabaseTimeoutError
+from domain.errors import DatabaseTimeoutError, DatabaseUnavailableError
 from infrastructure.errors import translated_errors
 from infrastructure.settings import mask_conninfo, validate_schema
-from taskledger import ConfigurationError, InvalidInputError, TaskLedger
+from taskledger import ConfigurationError, InvalidInputError, TaskLedger, TaskStatus
 
 
 def test_missing_database_is_configuration_error(database_url: str) -> None:
@@ -105,6 +105,38 @@ def test_track_keeps_caller_error_when_message_is_huge(ledger: TaskLedger) -> No
     assert failed.status == "failed"
     assert failed.error_message is not None
     assert failed.error_message.endswith("[truncated]")
+
+
+def test_track_updates_task_after_error(ledger: TaskLedger) -> None:
+    with (
+        pytest.raises(RuntimeError, match="model timed out"),
+        ledger.track("a", "A", "m", "chat") as tracked,
+    ):
+        raise RuntimeError("model timed out")
+
+    assert tracked.task.status is TaskStatus.FAILED
+    assert tracked.task.error_message == "model timed out"
+    assert tracked.task == ledger.get_task(tracked.id)
+
+
+def test_track_keeps_error_when_fail_fails(
+    ledger: TaskLedger,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise DatabaseUnavailableError("the database could not be reached")
+
+    monkeypatch.setattr(ledger, "fail_task", unreachable)
+
+    with (
+        pytest.raises(RuntimeError, match="model timed out"),
+        ledger.track("a", "A", "m", "chat") as tracked,
+    ):
+        raise RuntimeError("model timed out")
+
+    assert tracked.task.status is TaskStatus.PROCESSING
+    assert "could not record the failure" in caplog.text
 
 
 @pytest.mark.parametrize("with_data_dir", [False, True])
