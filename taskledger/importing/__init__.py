@@ -106,4 +106,5 @@ def _entries(
         return reader, ALIBABA_RULES
     if options.mapping is None:
         raise MappingError("an XES import needs a mapping file (--mapping)")
-    return read_xes(source_file.stream, options.mapping), options.mapping.rules
+    entries = read_xes(source_file.stream, options.mapping, source_file.path.name)
+    return entries, options.mapping.rules

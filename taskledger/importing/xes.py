@@ -48,11 +48,16 @@ _ATTRIBUTE_TAGS = frozenset(
 
 
 class XesFormatError(Exception):
-    """The file is not well-formed XML; the message names where."""
+    """The file cannot be read as XML. The message names the file and the reason."""
 
 
-def read_xes(stream: IO[bytes], mapping: XesMapping) -> Generator[Entry]:
-    """Yield one entry per event of every trace, in document order."""
+def read_xes(
+    stream: IO[bytes], mapping: XesMapping, name: str = "the file"
+) -> Generator[Entry]:
+    """Yield one entry per event of every trace, in document order.
+
+    name is the file's name for error messages.
+    """
     reader = _TraceReader(mapping)
     try:
         for kind, element in iterparse(stream, events=("start", "end")):
@@ -61,15 +66,27 @@ def read_xes(stream: IO[bytes], mapping: XesMapping) -> Generator[Entry]:
             else:
                 yield from reader.closed(element)
     except ParseError as error:
-        raise XesFormatError(f"the XES file is not well-formed XML: {error}") from None
+        raise XesFormatError(_parse_error_message(name, error, reader)) from None
     except DefusedXmlException as error:
-        raise XesFormatError(f"the XES file was rejected as unsafe: {error}") from None
+        raise XesFormatError(f"{name} was rejected as unsafe: {error}") from None
     except (LookupError, ValueError) as error:
         # expat raises these for an unknown or multi-byte encoding in the XML
         # declaration (utf-32, for example).
         raise XesFormatError(
-            f"the XES file cannot be decoded: {error}; save it as UTF-8"
+            f"{name} cannot be decoded: {error}; save it as UTF-8"
         ) from None
+
+
+def _parse_error_message(name: str, error: ParseError, reader: _TraceReader) -> str:
+    if reader.root is None:
+        # Not one element was read, so the file is most likely not XML at all,
+        # for example a CSV file or JSON Lines named .xes.
+        return (
+            f"{name} is not an XES log: no XML element could be read ({error}); "
+            "if it is JSON Lines or an Alibaba pod list, import it with "
+            "--format jsonl or --format alibaba"
+        )
+    return f"{name} is not well-formed XML: {error}; repair or export it again"
 
 
 class _TraceReader:

@@ -125,7 +125,21 @@ def test_malformed_xes_is_one_sentence(invoke: Invoke, tmp_path: Path) -> None:
     result = invoke("import", str(path), "--mapping", str(mapping))
 
     assert result.exit_code == 1
-    assert "the XES file is not well-formed XML" in result.stderr
+    assert "log.xes is not well-formed XML" in result.stderr
+
+
+def test_csv_named_xes_suggests_format(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "pods.xes"
+    path.write_text("name,creation_time,deletion_time\npod-1,0,60\n")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text("[[status]]\nname = 'A'\nstatus = 'pending'\n")
+
+    result = invoke("import", str(path), "--mapping", str(mapping))
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: pods.xes is not an XES log")
+    assert "--format jsonl or --format alibaba" in result.stderr
+    assert "Import summary" not in result.stdout
 
 
 def test_truncated_gzip_is_one_sentence(invoke: Invoke, tmp_path: Path) -> None:
