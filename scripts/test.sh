@@ -12,7 +12,9 @@ python3 -m venv .venv
 # node_modules/ (about 130 MB: the binary comes as @supabase/cli-<platform>).
 # Without npm or the registry, that test is skipped.
 SUPABASE_CLI_VERSION=2.117.0
-if command -v npm >/dev/null 2>&1 &&
+# The embedded server listens on a Unix socket, which supabase db push cannot
+# reach, so the CLI is installed only for a server given by URL.
+if [ -n "${TASKLEDGER_TEST_DATABASE_URL:-}" ] && command -v npm >/dev/null 2>&1 &&
     [ "$(node_modules/.bin/supabase --version 2>/dev/null)" != "$SUPABASE_CLI_VERSION" ]; then
     timeout 180 npm install --prefix . --no-save --no-package-lock --no-audit \
         --no-fund --silent "supabase@$SUPABASE_CLI_VERSION" ||
