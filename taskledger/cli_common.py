@@ -73,7 +73,9 @@ def configure_logging(level: LogLevel) -> None:
     """Send log records at `level` and above to standard error, once."""
     root = logging.getLogger()
     if not any(isinstance(handler, RichHandler) for handler in root.handlers):
-        handler = RichHandler(console=error_console, show_path=False)
+        handler = RichHandler(
+            console=error_console, show_path=False, log_time_format="[%Y-%m-%d %X]"
+        )
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
     root.setLevel(level.upper())

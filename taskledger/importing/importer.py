@@ -103,6 +103,8 @@ class Importer:
         self.loader = TaskLoader(self.app, source)
         self.tracked: dict[UUID, TrackedTask] = {}
         self.summary = ImportSummary()
+        # Batches that conflicted with another writer. Only the first warns.
+        self.conflicts = 0
 
     def run(
         self,
@@ -128,18 +130,35 @@ class Importer:
                     break
             self._append(outcome)
         except IntegrityError as error:
-            logger.warning(
-                "a batch of %d entries conflicted with another writer (%s); "
-                "importing it one entry at a time",
-                len(batch),
-                str(error).splitlines()[0],
-                extra={"action": "import_batch_conflict", "source": self.source},
-            )
+            self._log_conflict(len(batch), error)
             for task_id in outcome.touched:
                 self.tracked.pop(task_id, None)
             outcome = self._import_one_by_one(batch)
         self._publish(outcome)
         self._evict(outcome.touched)
+
+    def _log_conflict(self, entries: int, error: IntegrityError) -> None:
+        """Warn of the first batch that conflicted, and log the others at debug."""
+        self.conflicts += 1
+        reason = str(error).splitlines()[0]
+        extra = {"action": "import_batch_conflict", "source": self.source}
+        if self.conflicts == 1:
+            logger.warning(
+                "a batch of %d entries conflicted with another writer (%s), perhaps "
+                "another import of the same file; this batch and any later "
+                "conflicting one are imported one entry at a time, which is slower",
+                entries,
+                reason,
+                extra=extra,
+            )
+        else:
+            logger.debug(
+                "a batch of %d entries conflicted with another writer (%s); "
+                "importing it one entry at a time",
+                entries,
+                reason,
+                extra=extra,
+            )
 
     def _import_one_by_one(self, batch: list[Entry]) -> _Outcome:
         total = _Outcome()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -433,6 +434,44 @@ def test_batch_conflict_falls_back_to_single_appends(
     assert summary.skipped == 2
     assert event_types(db, "a") == ["created", "started", "waiting", "completed"]
     assert event_types(db, "b") == ["created", "started", "completed"]
+
+
+def test_batch_conflicts_warn_once(
+    ledger: TaskLedger,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = ["a", "b", "c", "d"]
+    started = [line(task, "processing", 0) for task in tasks]
+    path = write_jsonl(tmp_path / "h.jsonl", started)
+    run_import(ledger, path)
+    write_jsonl(path, [*started, *(line(task, "completed", 1) for task in tasks)])
+    recorder = ledger._commands.recorder
+    real_append = recorder.append_commands
+    # Before each of the two batches of completions, another writer moves
+    # the batch's first task on, so both batches conflict.
+    moved_first = ["a", "c"]
+
+    def append_after_other_writer(commands: Any, **kwargs: Any) -> Any:
+        if len(commands) == 2 and moved_first:
+            moment = datetime(2024, 5, 1, 10, 0, 30, tzinfo=UTC)
+            ledger.wait_task(task_uuid(moved_first.pop(0)), occurred_at=moment)
+        return real_append(commands, **kwargs)
+
+    monkeypatch.setattr(recorder, "append_commands", append_after_other_writer)
+    caplog.set_level(logging.DEBUG, logger="taskledger.importing.importer")
+    summary, rejected = run_import(ledger, path, batch_size=2)
+
+    conflicts = [
+        record
+        for record in caplog.records
+        if getattr(record, "action", None) == "import_batch_conflict"
+    ]
+    assert rejected == []
+    assert summary.imported == 4
+    assert [record.levelno for record in conflicts] == [logging.WARNING, logging.DEBUG]
+    assert "another import of the same file" in conflicts[0].getMessage()
 
 
 def test_metadata_records_source_and_line(
