@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -52,6 +52,7 @@ def evolve(
     """Return the task as it is after the event: the fold of the ledger.
 
     A position, where given, becomes the record's. Otherwise it keeps its own.
+    Times are in UTC, whatever offset the event was recorded with.
     """
     from domain.task import Task  # noqa: PLC0415 (the aggregate imports this module)
 
@@ -60,8 +61,9 @@ def evolve(
     if record is None:
         raise ValueError(f"event {type(event).__name__} before the task was created")
 
+    moment = event.timestamp.astimezone(UTC)
     changes: dict[str, Any] = {
-        "updated_at": event.timestamp,
+        "updated_at": moment,
         "version": event.originator_version,
     }
     if position is not None:
@@ -74,8 +76,8 @@ def evolve(
     changes["status"] = status
 
     if isinstance(event, Task.Started) and record.started_at is None:
-        changes["started_at"] = event.timestamp
-        changes["wait_ms"] = milliseconds_between(record.created_at, event.timestamp)
+        changes["started_at"] = moment
+        changes["wait_ms"] = milliseconds_between(record.created_at, moment)
     elif isinstance(event, Task.Completed):
         changes["response"] = event.response
         changes["response_data"] = event.response_data
@@ -93,15 +95,14 @@ def evolve(
             attempts=record.attempts + 1,
         )
     if status.is_terminal:
-        changes["finished_at"] = event.timestamp
+        changes["finished_at"] = moment
         if record.started_at is not None:
-            changes["duration_ms"] = milliseconds_between(
-                record.started_at, event.timestamp
-            )
+            changes["duration_ms"] = milliseconds_between(record.started_at, moment)
     return record.model_copy(update=changes)
 
 
 def _created(event: Task.Created, position: int | None) -> TaskRecord:
+    moment = event.timestamp.astimezone(UTC)
     return TaskRecord(
         id=event.originator_id,
         agent_id=event.agent_id,
@@ -111,8 +112,8 @@ def _created(event: Task.Created, position: int | None) -> TaskRecord:
         user_id=event.user_id,
         status=TaskStatus.PENDING,
         metadata=dict(event.metadata),
-        created_at=event.timestamp,
-        updated_at=event.timestamp,
+        created_at=moment,
+        updated_at=moment,
         version=event.originator_version,
         position=position,
     )

@@ -397,6 +397,25 @@ def test_finished_tasks_leave_memory_and_come_back(
     ]
 
 
+def test_offset_times_read_back_in_utc(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    moment = "2024-05-01T10:00:00+02:00"
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [{"task_id": "a", "status": "processing", "occurred_at": moment}],
+    )
+    run_import(ledger, path)
+    ledger.wait_for_projection(ledger.lag().head)
+
+    row = db.execute("select task->>'created_at' from task_updates").fetchone()
+    task = ledger.get_task(task_uuid("a"))
+
+    assert row == ("2024-05-01T08:00:00Z",)
+    assert task.started_at is not None
+    assert task.started_at.isoformat() == "2024-05-01T08:00:00+00:00"
+
+
 def test_batch_conflict_falls_back_to_single_appends(
     ledger: TaskLedger, db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
