@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,25 +198,15 @@ def test_demo_runs_for_given_seconds(invoke: Invoke, db: Db) -> None:
 
 @pytest.mark.slow
 def test_demo_ctrl_c_cancels_open_tasks(database_url: str, schema: str, db: Db) -> None:
-    script = Path(sys.executable).with_name("taskledger")
-    command = [str(script), "--database-url", database_url, "--schema", schema]
-    with subprocess.Popen(
-        # --seconds bounds the run if the test fails before the signal.
-        [*command, "demo", "--rate", "20", "--no-live", "--seconds", "90"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A shell starts background jobs with SIGINT ignored, and the child
-        # would inherit that.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
-    ) as child:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and events_in(db, schema) < 30:
-            time.sleep(0.2)
-        child.send_signal(signal.SIGINT)
-        output, errors = child.communicate(timeout=60)
+    # --seconds bounds the run if the test fails before the signal.
+    returncode, output, errors = interrupt_command(
+        database_url,
+        schema,
+        ["demo", "--rate", "20", "--no-live", "--seconds", "90"],
+        ready=lambda: events_in(db, schema) >= 30,
+    )
 
-    assert child.returncode == 0, errors
+    assert returncode == 0, errors
     assert "Demo summary" in output
     open_tasks = db.execute(
         "select count(*) from (select distinct on (task_id) task_id, event_type "
@@ -231,24 +222,16 @@ def test_import_ctrl_c_keeps_batches(
 ) -> None:
     path = tmp_path / "history.jsonl"
     write_history(path, 30_000, in_flight=500)
-    script = Path(sys.executable).with_name("taskledger")
-    command = [str(script), "--database-url", database_url, "--schema", schema]
-    with subprocess.Popen(
-        [*command, "import", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
-    ) as child:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and events_in(db, schema) == 0:
-            time.sleep(0.05)
-        child.send_signal(signal.SIGINT)
-        _, errors = child.communicate(timeout=60)
+    returncode, _, errors = interrupt_command(
+        database_url,
+        schema,
+        ["import", str(path)],
+        ready=lambda: events_in(db, schema) > 0,
+    )
     events_kept = event_count(db)
     again = invoke("import", str(path), "--json")
 
-    assert child.returncode == 130, errors
+    assert returncode == 130, errors
     assert "entries were imported and are kept" in errors
     assert "Run the same command again" in errors
     assert 0 < events_kept < 30_000
@@ -257,6 +240,30 @@ def test_import_ctrl_c_keeps_batches(
     assert counts["skipped"] >= events_kept
     assert counts["imported"] + counts["skipped"] == 30_000
     assert event_count(db) == 30_000
+
+
+def interrupt_command(
+    database_url: str, schema: str, args: list[str], ready: Callable[[], bool]
+) -> tuple[int, str, str]:
+    """Run the command line in a child, send SIGINT once ready() holds (at most
+    60 s), and return its exit code, stdout and stderr."""
+    script = Path(sys.executable).with_name("taskledger")
+    command = [str(script), "--database-url", database_url, "--schema", schema]
+    with subprocess.Popen(
+        [*command, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell starts background jobs with SIGINT ignored, and the child
+        # would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    ) as child:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ready():
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        output, errors = child.communicate(timeout=60)
+    return child.returncode, output, errors
 
 
 def events_in(db: Db, schema: str) -> int:
