@@ -113,6 +113,21 @@ class CommandFailedError(Exception):
     """A command cannot go on; the message is the sentence shown to the user."""
 
 
+def format_milliseconds(value: float) -> str:
+    """Write a duration in milliseconds, with the largest unit that fits it."""
+    if value < 10:
+        return f"{value:,.1f} ms"
+    if value < 10_000:
+        return f"{value:,.0f} ms"
+    for unit, size in _DURATION_UNITS:
+        if value >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value / 1000:,.1f} s"
+
+
+_DURATION_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000))
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one error sentence and return the exit to raise."""
     error_console.print(

@@ -13,6 +13,7 @@ from rich.table import Table
 from domain.status import TaskStatus
 from taskledger.cli_common import (
     console,
+    format_milliseconds,
     open_ledger,
     reported_errors,
     settings_of,
@@ -105,7 +106,8 @@ def demo(
         _print_summary(simulator.snapshot(), figures, time.monotonic() - started)
     if cancelled:
         console.print(
-            f"{cancelled} tasks were still open at the end and were cancelled.",
+            f"{cancelled} {'task was' if cancelled == 1 else 'tasks were'} still "
+            "open at the end and cancelled.",
             highlight=False,
         )
 
@@ -227,5 +229,5 @@ def _print_summary(totals: FleetTotals, figures: LedgerFigures, seconds: float) 
             ("p50 duration (ledger)", statistics.p50_duration_ms),
             ("p95 duration (ledger)", statistics.p95_duration_ms),
         ):
-            table.add_row(label, "-" if value is None else f"{value / 1000:,.2f} s")
+            table.add_row(label, "-" if value is None else format_milliseconds(value))
     console.print(table)

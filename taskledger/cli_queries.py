@@ -21,6 +21,7 @@ from taskledger.cli_common import (
     console,
     error_console,
     fail,
+    format_milliseconds,
     open_ledger,
     reported_errors,
     settings_of,
@@ -152,7 +153,7 @@ def tasks(
     for column in ("agent", "type", "status", "attempts"):
         table.add_column(column)
     table.add_column("created", no_wrap=True, min_width=25)
-    table.add_column("ms")
+    table.add_column("duration")
     for task in page.tasks:
         table.add_row(
             str(task.id),
@@ -161,7 +162,7 @@ def tasks(
             task.status.value,
             str(task.attempts),
             task.created_at.isoformat(timespec="seconds"),
-            "" if task.duration_ms is None else f"{task.duration_ms:,}",
+            "" if task.duration_ms is None else format_milliseconds(task.duration_ms),
         )
     console.print(table)
 
@@ -171,7 +172,7 @@ def _print_task_lines(tasks: list[TaskRecord], caption: str) -> None:
     for task in tasks:
         heading = f"{task.id}  {task.status.value}"
         if task.duration_ms is not None:
-            heading += f"  {task.duration_ms:,} ms"
+            heading += f"  {format_milliseconds(task.duration_ms)}"
         attempts = f"{task.attempts} attempt{'' if task.attempts == 1 else 's'}"
         created = f"created {task.created_at.isoformat(timespec='seconds')}"
         details = " · ".join((task.agent_id, task.task_type, attempts, created))
@@ -352,27 +353,13 @@ def _catch_up(ledger: TaskLedger, seconds: float) -> None:
         )
 
 
-def format_milliseconds(value: float) -> str:
-    """Write a duration in milliseconds, with the largest unit that fits it."""
-    if value < 10:
-        return f"{value:,.1f} ms"
-    if value < 10_000:
-        return f"{value:,.0f} ms"
-    for unit, size in _DURATION_UNITS:
-        if value >= size:
-            return f"{value / size:,.1f} {unit}"
-    return f"{value / 1000:,.1f} s"
-
-
-_DURATION_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000))
-
-
 def _print_model(title: str, model: BaseModel) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for name, value in model.model_dump().items():
-        table.add_row(name, _format(name, value))
+        # Each duration carries its own unit, so the label drops "_ms".
+        table.add_row(name.removesuffix("_ms"), _format(name, value))
     console.print(table)
 
 

@@ -19,7 +19,7 @@ import pytest
 from projections.runner import projection_lock_key
 from projections.tables import MAIN_PROJECTION
 from taskledger import TaskLedger
-from taskledger.cli_queries import format_milliseconds
+from taskledger.cli_common import format_milliseconds
 from tests.cli.conftest import Invoke
 from tests.importing.helpers import line, write_jsonl
 
@@ -58,7 +58,7 @@ def test_stats_table_shows_units(invoke: Invoke, ledger: TaskLedger) -> None:
 
     assert result.exit_code == 0, result.output
     assert re.search(r"failure_rate\s+│\s+50\.0%", result.stdout)
-    assert re.search(r"avg_duration_ms\s+│\s+[\d.,]+ ms", result.stdout)
+    assert re.search(r"avg_duration\s+│\s+[\d.,]+ ms", result.stdout)
 
 
 @pytest.mark.parametrize(
