@@ -159,8 +159,8 @@ class ProjectorRunner:
             stopped = ProjectionError(
                 f"projection {name} stopped: its next batch was cancelled "
                 f"{self._cancelled} times in a row ({error}); raise the "
-                "statement_timeout or lock_timeout of the projector's connection, "
-                "or lower its batch size, and restart the process"
+                "statement_timeout or lock_timeout of the projector's role or "
+                "database URL, and restart the process"
             )
             stopped.__cause__ = error
             self._fail(stopped)
@@ -177,12 +177,11 @@ class ProjectorRunner:
         return True
 
     def _fail(self, error: ProjectionError) -> None:
-        logger.error(
-            "projection %s stopped: %s",
-            self.projector.tables.projection,
-            error,
-            extra={"action": "projection_stopped"},
-        )
+        name = self.projector.tables.projection
+        message = str(error)
+        if not message.startswith(f"projection {name} "):
+            message = f"projection {name} stopped: {message}"
+        logger.error("%s", message, extra={"action": "projection_stopped"})
         self.error = error
         with self._changed:
             self._changed.notify_all()
