@@ -39,7 +39,14 @@ _END_STATUS = {
     "Pending": TaskStatus.CANCELLED,
     "Running": TaskStatus.CANCELLED,
 }
-_REQUIRED = ("name", "qos", "pod_phase", "creation_time", "deletion_time")
+_REQUIRED = (
+    "name",
+    "qos",
+    "pod_phase",
+    "creation_time",
+    "deletion_time",
+    "scheduled_time",
+)
 _RESOURCES = ("cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec")
 
 

@@ -86,5 +86,5 @@ def test_header_without_columns_is_rejected(ledger: TaskLedger, tmp_path: Path) 
 
     message = str(raised.value)
     assert "pods.csv is not an Alibaba pod list" in message
-    assert "qos, pod_phase, creation_time, deletion_time" in message
+    assert "qos, pod_phase, creation_time, deletion_time, scheduled_time" in message
     assert "--format" in message
