@@ -150,7 +150,12 @@ def import_command(
             )
         except KeyboardInterrupt:
             progress.stop()
-            raise fail(_interrupted_message(latest), 130) from None
+            raise fail(_stopped_message("interrupted", latest), 130) from None
+        except SystemExit:
+            # SIGTERM ends a command with SystemExit(143) (see cli.main).
+            progress.stop()
+            fail(_stopped_message("terminated", latest))
+            raise
         seconds = time.monotonic() - started
         progress.remove_task(bar)
         projected = _wait_for_projection(ledger, summary.last_position, progress)
@@ -301,10 +306,15 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
-def _interrupted_message(latest: list[ImportSummary]) -> str:
+def _stopped_message(how: str, latest: list[ImportSummary]) -> str:
     imported = latest[0].imported if latest else 0
+    if imported == 0:
+        return (
+            f"{how} before any entry was imported; run the same command again to "
+            "import the file"
+        )
     return (
-        f"interrupted: at least {imported:,} entries were imported and are kept. "
+        f"{how}: at least {imported:,} entries were imported and are kept. "
         "Run the same command again to import the rest; it skips the entries "
         "already imported"
     )

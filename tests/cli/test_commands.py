@@ -242,10 +242,34 @@ def test_import_ctrl_c_keeps_batches(
     assert event_count(db) == 30_000
 
 
+@pytest.mark.slow
+def test_import_sigterm_says_what_was_kept(
+    database_url: str, schema: str, db: Db, tmp_path: Path
+) -> None:
+    path = tmp_path / "history.jsonl"
+    write_history(path, 30_000, in_flight=500)
+
+    returncode, _, errors = interrupt_command(
+        database_url,
+        schema,
+        ["import", str(path)],
+        ready=lambda: events_in(db, schema) > 0,
+        signum=signal.SIGTERM,
+    )
+
+    assert returncode == 143, errors
+    assert "terminated: at least" in errors
+    assert "Run the same command again" in errors
+
+
 def interrupt_command(
-    database_url: str, schema: str, args: list[str], ready: Callable[[], bool]
+    database_url: str,
+    schema: str,
+    args: list[str],
+    ready: Callable[[], bool],
+    signum: int = signal.SIGINT,
 ) -> tuple[int, str, str]:
-    """Run the command line in a child, send SIGINT once ready() holds (at most
+    """Run the command line in a child, send signum once ready() holds (at most
     60 s), and return its exit code, stdout and stderr."""
     script = Path(sys.executable).with_name("taskledger")
     command = [str(script), "--database-url", database_url, "--schema", schema]
@@ -261,7 +285,7 @@ def interrupt_command(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not ready():
             time.sleep(0.05)
-        child.send_signal(signal.SIGINT)
+        child.send_signal(signum)
         output, errors = child.communicate(timeout=60)
     return child.returncode, output, errors
 
