@@ -269,7 +269,7 @@ def interrupt_command(
     ready: Callable[[], bool],
     signum: int = signal.SIGINT,
 ) -> tuple[int, str, str]:
-    """Run the command line in a child, send signum once ready() holds (at most
+    """Run the command line in a child, send signum once ready() is true (at most
     60 s), and return its exit code, stdout and stderr."""
     script = Path(sys.executable).with_name("taskledger")
     command = [str(script), "--database-url", database_url, "--schema", schema]
