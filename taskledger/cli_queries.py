@@ -17,6 +17,7 @@ from domain.errors import ProjectionLagError, TaskNotFoundError
 from domain.record import TaskRecord
 from domain.status import TaskStatus
 from domain.update import TaskUpdate
+from domain.values import require_id
 from taskledger.cli_common import (
     console,
     error_console,
@@ -238,7 +239,8 @@ def _ledger_task_id(task_id: str, imported: bool) -> tuple[UUID, bool]:
             return UUID(task_id.strip()), False
         except ValueError:
             pass
-    return task_uuid(task_id), True
+    # Trimmed and cleaned as the JSON Lines and XES readers do.
+    return task_uuid(require_id("task id", task_id)), True
 
 
 def _not_found_message(task_id: str, ledger_id: UUID, from_import: bool) -> str:

@@ -174,7 +174,7 @@ def test_history_finds_imported_id(invoke: Invoke, tmp_path: Path) -> None:
     )
     assert invoke("import", str(path)).exit_code == 0
 
-    by_name = invoke("history", "order 17", "--json")
+    by_name = invoke("history", " order 17 ", "--json")
     by_shaped = invoke("history", uuid_shaped, "--imported", "--json")
     as_uuid = invoke("history", uuid_shaped)
 
