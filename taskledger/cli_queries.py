@@ -12,6 +12,7 @@ from uuid import UUID
 import typer
 from pydantic import BaseModel
 from rich.table import Table
+from rich.text import Text
 
 from domain.errors import ProjectionLagError, TaskNotFoundError
 from domain.record import TaskRecord
@@ -158,8 +159,9 @@ def tasks(
     for task in page.tasks:
         table.add_row(
             str(task.id),
-            task.agent_id,
-            task.task_type,
+            # Text, not markup: brackets in a user's ids are kept as written.
+            Text(task.agent_id),
+            Text(task.task_type),
             task.status.value,
             str(task.attempts),
             task.created_at.isoformat(timespec="seconds"),
@@ -177,7 +179,7 @@ def _print_task_lines(tasks: list[TaskRecord], caption: str) -> None:
         attempts = f"{task.attempts} attempt{'' if task.attempts == 1 else 's'}"
         created = f"created {task.created_at.isoformat(timespec='seconds')}"
         details = " · ".join((task.agent_id, task.task_type, attempts, created))
-        console.print(heading, highlight=False)
+        console.print(heading, highlight=False, markup=False)
         console.print(f"  {details}", highlight=False, markup=False)
     console.print(caption, highlight=False)
 
@@ -212,7 +214,7 @@ def history(
     title = f"History of task {ledger_id}"
     if from_import:
         title += f" (imported id {task_id!r})"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     table.add_column("version")
     table.add_column("event")
     table.add_column("occurred", no_wrap=True, min_width=25)
@@ -223,8 +225,8 @@ def history(
             str(entry.version),
             entry.event_type,
             entry.occurred_at.isoformat(),
-            entry.actor or "",
-            entry.idempotency_key or "",
+            Text(entry.actor or ""),
+            Text(entry.idempotency_key or ""),
         )
     console.print(table)
 

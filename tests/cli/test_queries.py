@@ -70,10 +70,28 @@ def test_stats_table_shows_units(invoke: Invoke, ledger: TaskLedger) -> None:
         (90_000, "1.5 min"),
         (7_200_000, "2.0 h"),
         (723_130_962.567, "8.4 d"),
+        (9_999.6, "10.0 s"),
+        (59_999, "1.0 min"),
+        (3_599_999, "1.0 h"),
+        (86_399_000, "1.0 d"),
     ],
 )
 def test_format_milliseconds_picks_unit(milliseconds: float, text: str) -> None:
     assert format_milliseconds(milliseconds) == text
+
+
+def test_brackets_in_ids_print_as_written(invoke: Invoke, ledger: TaskLedger) -> None:
+    task = ledger.create_task("[/bold]", "A", "m", "[red]t[/red]", actor="[/x]")
+    ledger.wait_for_projection(task.position or 0)
+
+    listed = invoke("tasks")
+    history = invoke("history", str(task.id))
+
+    assert listed.exit_code == 0, listed.output
+    assert "[/bold]" in listed.stdout
+    assert "[red]t[/red]" in listed.stdout
+    assert history.exit_code == 0, history.output
+    assert "[/x]" in history.stdout
 
 
 def test_stats_rejects_time_without_offset(invoke: Invoke) -> None:
