@@ -115,17 +115,23 @@ class CommandFailedError(Exception):
 
 def format_milliseconds(value: float) -> str:
     """Write a duration in milliseconds, with the largest unit that fits it."""
-    if value < 10:
+    if value < 9.95:
         return f"{value:,.1f} ms"
-    if value < 10_000:
+    if round(value) < 10_000:
         return f"{value:,.0f} ms"
+    # A unit fits where the value, rounded as printed, is at least 1.0 of it.
     for unit, size in _DURATION_UNITS:
-        if value >= size:
+        if round(value / size, 1) >= 1:
             return f"{value / size:,.1f} {unit}"
-    return f"{value / 1000:,.1f} s"
+    raise AssertionError("every value from 10 s up fits seconds")
 
 
-_DURATION_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000))
+_DURATION_UNITS = (
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("min", 60_000),
+    ("s", 1_000),
+)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
