@@ -148,6 +148,10 @@ def import_command(
                 on_rejected=reporter.report,
                 on_progress=on_progress,
             )
+            latest[:] = [summary]
+            seconds = time.monotonic() - started
+            progress.remove_task(bar)
+            projected = _wait_for_projection(ledger, summary.last_position, progress)
         except KeyboardInterrupt:
             progress.stop()
             raise fail(_stopped_message("interrupted", latest), 130) from None
@@ -156,9 +160,6 @@ def import_command(
             progress.stop()
             fail(_stopped_message("terminated", latest))
             raise
-        seconds = time.monotonic() - started
-        progress.remove_task(bar)
-        projected = _wait_for_projection(ledger, summary.last_position, progress)
     reporter.finish()
     _print_summary(summary, seconds, as_json)
     if not projected:
@@ -313,8 +314,9 @@ def _stopped_message(how: str, latest: list[ImportSummary]) -> str:
             f"{how} before any entry was imported; run the same command again to "
             "import the file"
         )
+    entries = "entry was" if imported == 1 else "entries were"
     return (
-        f"{how}: at least {imported:,} entries were imported and are kept. "
+        f"{how}: at least {imported:,} {entries} imported and kept. "
         "Run the same command again to import the rest; it skips the entries "
         "already imported"
     )
