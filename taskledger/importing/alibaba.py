@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from domain.status import TaskStatus
-from domain.values import EARLIEST_TIME, LATEST_TIME, check_time_range
+from domain.values import EARLIEST_TIME, LATEST_TIME, check_time_range, require_id
 from taskledger.importing.records import (
     Entry,
     ReadRules,
@@ -57,7 +57,8 @@ def read_alibaba(
 
     Raises ImportFileError, naming the file, when its header lacks a column.
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    # utf-8-sig drops the byte order mark that spreadsheet programs write.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
         rows = csv.DictReader(text)
         missing = [name for name in _REQUIRED if name not in (rows.fieldnames or [])]
@@ -79,12 +80,14 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
     where = f"line {number}"
     position = number * _STEPS_PER_ROW
     try:
+        # Trimmed and cleaned as in JSON Lines, so `history NAME` finds the pod.
+        name = require_id("name", row["name"])
         created = _time(row, "creation_time", epoch)
         deleted = _time(row, "deletion_time", epoch)
         scheduled = (
             _time(row, "scheduled_time", epoch) if row.get("scheduled_time") else None
         )
-    except ValueError as error:
+    except ValueError as error:  # InvalidInputError is one too
         yield Rejected(position, where, str(error))
         return
 
@@ -93,8 +96,11 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
         yield Rejected(position, where, f"pod_phase {row['pod_phase']!r} is unknown")
         return
 
-    name = row["name"]
-    common = {"external_id": name, "task_id": task_uuid(name), "where": where}
+    common: dict[str, Any] = {
+        "external_id": name,
+        "task_id": task_uuid(name),
+        "where": where,
+    }
     creation = {
         "agent_id": AGENT_ID,
         "agent_name": AGENT_NAME,

@@ -88,3 +88,28 @@ def test_header_without_columns_is_rejected(ledger: TaskLedger, tmp_path: Path) 
     assert "pods.csv is not an Alibaba pod list" in message
     assert "qos, pod_phase, creation_time, deletion_time, scheduled_time" in message
     assert "--format" in message
+
+
+def test_names_trimmed_and_byte_order_mark(
+    ledger: TaskLedger, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "pods.csv"
+    rows = [
+        " pod-sp ,1000,2048,1,1000,,LS,Succeeded,10,100,20",
+        ",1,1,0,0,,BE,Failed,1,2,",
+    ]
+    path.write_text("\ufeff" + "\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    rejected: list[Rejected] = []
+
+    summary = import_file(
+        ledger,
+        path,
+        ImportOptions(format=ImportFormat.ALIBABA),
+        on_rejected=rejected.append,
+    )
+
+    assert summary.imported == 3
+    assert event_types(db, "pod-sp") == ["created", "started", "completed"]
+    assert [(item.where, item.reason) for item in rejected] == [
+        ("line 3", "name must not be empty")
+    ]
