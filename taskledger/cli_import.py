@@ -310,9 +310,11 @@ def _progress(quiet: bool) -> Progress:
 def _stopped_message(how: str, latest: list[ImportSummary]) -> str:
     imported = latest[0].imported if latest else 0
     if imported == 0:
+        # A batch may have committed just before the signal, before it was
+        # counted, so this does not claim that nothing was imported.
         return (
-            f"{how} before any entry was imported; run the same command again to "
-            "import the file"
+            f"{how} before the first batch was counted. Run the same command "
+            "again to import the file; it skips any entries already imported"
         )
     entries = "entry was" if imported == 1 else "entries were"
     return (

@@ -247,8 +247,20 @@ def test_demo_ctrl_c_cancels_open_tasks(database_url: str, schema: str, db: Db) 
 
 
 @pytest.mark.slow
-def test_import_ctrl_c_keeps_batches(
-    invoke: Invoke, database_url: str, schema: str, db: Db, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signum", "exit_code", "how"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_stopped_import_keeps_batches(
+    invoke: Invoke,
+    database_url: str,
+    schema: str,
+    db: Db,
+    tmp_path: Path,
+    signum: int,
+    exit_code: int,
+    how: str,
 ) -> None:
     path = tmp_path / "history.jsonl"
     write_history(path, 30_000, in_flight=500)
@@ -257,12 +269,14 @@ def test_import_ctrl_c_keeps_batches(
         schema,
         ["import", str(path)],
         ready=lambda: events_in(db, schema) > 0,
+        signum=signum,
     )
     events_kept = event_count(db)
     again = invoke("import", str(path), "--json")
 
-    assert returncode == 130, errors
-    assert "entries were imported and kept" in errors
+    assert returncode == exit_code, errors
+    # The signal may come after a batch committed but before it was counted.
+    assert errors.startswith(f"error: {how}")
     assert "Run the same command again" in errors
     assert 0 < events_kept < 30_000
     assert again.exit_code == 0, again.output
@@ -270,26 +284,6 @@ def test_import_ctrl_c_keeps_batches(
     assert counts["skipped"] >= events_kept
     assert counts["imported"] + counts["skipped"] == 30_000
     assert event_count(db) == 30_000
-
-
-@pytest.mark.slow
-def test_import_sigterm_says_what_was_kept(
-    database_url: str, schema: str, db: Db, tmp_path: Path
-) -> None:
-    path = tmp_path / "history.jsonl"
-    write_history(path, 30_000, in_flight=500)
-
-    returncode, _, errors = interrupt_command(
-        database_url,
-        schema,
-        ["import", str(path)],
-        ready=lambda: events_in(db, schema) > 0,
-        signum=signal.SIGTERM,
-    )
-
-    assert returncode == 143, errors
-    assert "terminated: at least" in errors
-    assert "Run the same command again" in errors
 
 
 def interrupt_command(
