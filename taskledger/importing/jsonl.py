@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator
+from datetime import datetime
 from typing import IO, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+)
 
 from domain.errors import InvalidInputError
 from domain.status import TaskStatus
@@ -50,6 +57,21 @@ class TransitionLine(BaseModel):
     response_data: Any = None
     error_message: str | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _offset_with_seconds(cls, value: Any) -> Any:
+        """Parse an offset with seconds (+00:19:32), which pydantic rejects."""
+        if isinstance(value, str) and _OFFSET_WITH_SECONDS.search(value):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                return value
+        return value
+
+
+# Local mean times before time zones were standardised have offsets in seconds.
+_OFFSET_WITH_SECONDS = re.compile(r"[+-]\d\d:\d\d:\d\d(\.\d+)?$")
 
 
 def read_jsonl(stream: IO[bytes], name: str = "the file") -> Generator[Entry]:

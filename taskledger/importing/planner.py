@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.errors import InvalidInputError
@@ -51,7 +51,9 @@ class Plan:
 
     def apply(self, task: Task | None) -> Task:
         """Run the steps on the aggregate (None before creation) and return it."""
-        occurred_at = self.transition.occurred_at
+        # In UTC, as the facade stores times, because pydantic writes an offset
+        # with seconds (local mean time, such as +00:19:32) only to the minute.
+        occurred_at = self.transition.occurred_at.astimezone(UTC)
         for index, step in enumerate(self.steps):
             last = index == len(self.steps) - 1
             if step == "create":

@@ -416,6 +416,24 @@ def test_offset_times_read_back_in_utc(
     assert task.started_at.isoformat() == "2024-05-01T08:00:00+00:00"
 
 
+def test_offset_with_seconds_is_exact(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    # Amsterdam's local mean time in 1900 was 19 minutes 32 seconds ahead.
+    moment = "1900-06-01T12:19:32+00:19:32"
+    path = write_jsonl(
+        tmp_path / "h.jsonl",
+        [{"task_id": "a", "status": "pending", "occurred_at": moment}],
+    )
+
+    summary, rejected = run_import(ledger, path)
+    row = db.execute("select occurred_at from task_events").fetchone()
+
+    assert rejected == []
+    assert summary.imported == 1
+    assert row == (datetime(1900, 6, 1, 12, 0, tzinfo=UTC),)
+
+
 def test_batch_conflict_falls_back_to_single_appends(
     ledger: TaskLedger, db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
