@@ -59,7 +59,7 @@ class TaskProjector:
         self.batch_size = batch_size
         self.notify = notify
         self.mapper = PydanticMapper()
-        # The read model's writers run in a pipeline (see project_batch).
+        # The read model's writers run in a pipeline (see _write_pipelined).
         self.writers: list[ChangeWriter] = [
             TaskRowWriter(tables.tasks_table),
             StatisticsWriter(tables),

@@ -307,18 +307,18 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
-def _stopped_message(how: str, latest: list[ImportSummary]) -> str:
+def _stopped_message(outcome: str, latest: list[ImportSummary]) -> str:
     imported = latest[0].imported if latest else 0
     if imported == 0:
         # A batch may have committed just before the signal, before it was
         # counted, so this does not claim that nothing was imported.
         return (
-            f"{how} before the first batch was counted. Run the same command "
+            f"{outcome} before the first batch was counted. Run the same command "
             "again to import the file; it skips any entries already imported"
         )
     entries = "entry was" if imported == 1 else "entries were"
     return (
-        f"{how}: at least {imported:,} {entries} imported and kept. "
+        f"{outcome}: at least {imported:,} {entries} imported and kept. "
         "Run the same command again to import the rest; it skips the entries "
         "already imported"
     )

@@ -87,7 +87,7 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
         scheduled = (
             _time(row, "scheduled_time", epoch) if row.get("scheduled_time") else None
         )
-    except ValueError as error:  # InvalidInputError is one too
+    except ValueError as error:  # require_id raises InvalidInputError, a ValueError
         yield Rejected(position, where, str(error))
         return
 

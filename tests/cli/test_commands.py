@@ -248,7 +248,7 @@ def test_demo_ctrl_c_cancels_open_tasks(database_url: str, schema: str, db: Db) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signum", "exit_code", "how"),
+    ("signum", "exit_code", "outcome"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
     ids=["ctrl-c", "sigterm"],
 )
@@ -260,7 +260,7 @@ def test_stopped_import_keeps_batches(
     tmp_path: Path,
     signum: int,
     exit_code: int,
-    how: str,
+    outcome: str,
 ) -> None:
     path = tmp_path / "history.jsonl"
     write_history(path, 30_000, in_flight=500)
@@ -276,7 +276,7 @@ def test_stopped_import_keeps_batches(
 
     assert returncode == exit_code, errors
     # The signal may come after a batch committed but before it was counted.
-    assert errors.startswith(f"error: {how}")
+    assert errors.startswith(f"error: {outcome}")
     assert "Run the same command again" in errors
     assert 0 < events_kept < 30_000
     assert again.exit_code == 0, again.output
