@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import psycopg
@@ -222,8 +223,9 @@ def test_extra_writer_error_stops_batch(database_url: str, schema: str, db: Db) 
 
 
 def test_batch_over_statement_timeout_stops(
-    database_url: str, schema: str, db: Db
+    database_url: str, schema: str, db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="projections.runner")
     separator = "&" if "?" in database_url else "?"
     url = f"{database_url}{separator}options=-c%20statement_timeout%3D300"
     with TaskLedger.open(url, schema=schema, read_timeout=10) as ledger:
@@ -245,3 +247,6 @@ def test_batch_over_statement_timeout_stops(
     assert "cancelled 3 times in a row" in message
     assert "statement timeout" in message
     assert isinstance(raised.value.__cause__, psycopg.errors.QueryCanceled)
+    stopped = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(stopped) == 1
+    assert stopped[0].count("stopped") == 1
