@@ -20,6 +20,16 @@ TASK_COLUMNS = (
     "updated_at", "started_at", "finished_at", "duration_ms", "wait_ms",
     "attempts", "version", "position",
 )  # fmt: skip
+# The SQL type of each agent_tasks column that the projector writes.
+_COLUMN_TYPES = {
+    "id": "uuid", "agent_id": "text", "agent_name": "text", "message": "text",
+    "task_type": "text", "user_id": "text", "status": "text", "response": "text",
+    "response_data": "jsonb", "error_message": "text", "metadata": "jsonb",
+    "created_at": "timestamptz", "updated_at": "timestamptz",
+    "started_at": "timestamptz", "finished_at": "timestamptz",
+    "duration_ms": "bigint", "wait_ms": "bigint", "attempts": "integer",
+    "version": "bigint", "position": "bigint", "created_position": "bigint",
+}  # fmt: skip
 
 
 def record_from_row(row: DictRow) -> TaskRecord:
@@ -30,27 +40,34 @@ def load_records(
     cursor: Cursor[DictRow], table: Identifier, task_ids: Iterable[UUID]
 ) -> dict[UUID, TaskRecord]:
     cursor.execute(
-        SQL("select * from {} where id = any(%s)").format(table), (list(task_ids),)
+        SQL("select * from {} where id = any(%b)").format(table), (list(task_ids),)
     )
     return {row["id"]: record_from_row(row) for row in cursor.fetchall()}
 
 
 class TaskRowWriter:
-    """Upserts the latest state of each changed task into an agent_tasks table."""
+    """Upserts the latest state of each changed task into an agent_tasks table.
+
+    A batch is one statement whose columns arrive as arrays in binary form:
+    PostgreSQL inserts the rows in one executor run, where a statement per row
+    would start one each, and psycopg dumps each array in a single pass.
+    """
 
     def __init__(self, table: Identifier) -> None:
-        columns = SQL(", ").join(Identifier(name) for name in TASK_COLUMNS)
-        values = SQL(", ").join(SQL("%s") for _ in TASK_COLUMNS)
+        names = (*TASK_COLUMNS, "created_position")
+        columns = SQL(", ").join(Identifier(name) for name in names)
+        arrays = SQL(", ").join(
+            SQL("%b::{}[]").format(SQL(_COLUMN_TYPES[name])) for name in names
+        )
         updates = SQL(", ").join(
             SQL("{0} = excluded.{0}").format(Identifier(name))
             for name in TASK_COLUMNS
             if name != "id"
         )
         self.statement = SQL(
-            "insert into {table} ({columns}, created_position) "
-            "values ({values}, %s) "
+            "insert into {table} ({columns}) select * from unnest({arrays}) "
             "on conflict (id) do update set {updates}"
-        ).format(table=table, columns=columns, values=values, updates=updates)
+        ).format(table=table, columns=columns, arrays=arrays, updates=updates)
 
     def write(self, cursor: Cursor[DictRow], changes: list[TaskChange]) -> None:
         latest: dict[UUID, TaskChange] = {}
@@ -62,11 +79,14 @@ class TaskRowWriter:
             latest[change.after.id] = change
             if change.before is None:
                 created[change.after.id] = change.position
-        params = [
+        rows = [
             (*_row_values(change.after), created.get(task_id, change.position))
             for task_id, change in latest.items()
         ]
-        cursor.executemany(self.statement, params)
+        if rows:
+            cursor.execute(
+                self.statement, [list(column) for column in zip(*rows, strict=True)]
+            )
 
 
 class TaskUpdateWriter:

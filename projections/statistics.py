@@ -67,7 +67,7 @@ class StatisticsWriter:
 
     def __init__(self, tables: ProjectionTables) -> None:
         columns = SQL(", ").join(Identifier(name) for name in COUNTER_COLUMNS)
-        arrays = SQL(", ").join(SQL("%s::bigint[]") for _ in COUNTER_COLUMNS)
+        arrays = SQL(", ").join(SQL("%b::bigint[]") for _ in COUNTER_COLUMNS)
         additions = SQL(", ").join(
             SQL("{0} = s.{0} + excluded.{0}").format(Identifier(name))
             for name in COUNTER_COLUMNS
@@ -81,15 +81,15 @@ class StatisticsWriter:
         # are written by a WITH clause, so a batch costs one statement for the
         # counters and one for the histogram.
         self.upsert_counters = SQL(
-            "with d as (select * from unnest(%s::text[], %s::text[], "
-            "%s::timestamptz[], {arrays}) as d(agent_id, task_type, bucket, "
+            "with d as (select * from unnest(%b::text[], %b::text[], "
+            "%b::timestamptz[], {arrays}) as d(agent_id, task_type, bucket, "
             "{columns})), "
             "totals as (insert into {totals} as s (agent_id, task_type, {columns}) "
             "select d.agent_id, d.task_type, {sums} from d group by 1, 2 "
             "on conflict (agent_id, task_type) do update set {additions}) "
             "insert into {table} as s (agent_id, task_type, grain, bucket, {columns}) "
             "select d.agent_id, d.task_type, g.grain, {bucket}(g.grain, d.bucket), "
-            "{sums} from d cross join unnest(%s::text[]) as g(grain) "
+            "{sums} from d cross join unnest(%b::text[]) as g(grain) "
             "group by 1, 2, 3, 4 "
             "on conflict (agent_id, task_type, grain, bucket) do update set "
             "{additions}"
@@ -104,8 +104,8 @@ class StatisticsWriter:
         )
         self.upsert_bins = SQL(
             "with d as (select d.agent_id, d.task_type, d.bucket, "
-            "{bin}(d.duration_ms) as bin, d.tasks from unnest(%s::text[], "
-            "%s::text[], %s::timestamptz[], %s::bigint[], %s::bigint[]) "
+            "{bin}(d.duration_ms) as bin, d.tasks from unnest(%b::text[], "
+            "%b::text[], %b::timestamptz[], %b::bigint[], %b::bigint[]) "
             "as d(agent_id, task_type, bucket, duration_ms, tasks)), "
             "totals as (insert into {totals} as b (agent_id, task_type, bin, tasks) "
             "select agent_id, task_type, bin, sum(tasks) from d group by 1, 2, 3 "
@@ -113,7 +113,7 @@ class StatisticsWriter:
             "do update set tasks = b.tasks + excluded.tasks) "
             "insert into {table} as b (agent_id, task_type, grain, bucket, bin, tasks) "
             "select d.agent_id, d.task_type, g.grain, {bucket}(g.grain, d.bucket), "
-            "d.bin, sum(d.tasks) from d cross join unnest(%s::text[]) as g(grain) "
+            "d.bin, sum(d.tasks) from d cross join unnest(%b::text[]) as g(grain) "
             "group by 1, 2, 3, 4, 5 "
             "on conflict (agent_id, task_type, grain, bucket, bin) "
             "do update set tasks = b.tasks + excluded.tasks"
