@@ -63,8 +63,7 @@ def project_all(database: BenchDatabase, schema: str) -> float:
     projector = TaskProjector(ProjectionTables(schema))
     with psycopg.connect(database.url, autocommit=True, row_factory=dict_row) as conn:
         started = time.perf_counter()
-        while projector.project_batch(conn) is not None:
-            pass
+        projector.catch_up(conn)
         return time.perf_counter() - started
 
 

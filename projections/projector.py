@@ -5,11 +5,17 @@ reads the events after it in position order, writes the read-model rows (and
 whatever else the projection's writers keep), moves the checkpoint, and sends
 NOTIFY. A crash at any point rolls the whole batch back, so an event is never
 lost or applied twice.
+
+During catch_up, a full batch's transaction also reads the events and tasks of
+the next batch, and Python folds them while PostgreSQL runs the batch's
+writes. The next transaction takes that fold only if the checkpoint it locks
+is still the one the fold followed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -42,6 +48,21 @@ class BatchResult:
     first_position: int
     last_position: int
     events: int
+
+
+@dataclass(frozen=True)
+class FoldedBatch:
+    """A batch of events read after a checkpoint and folded, not yet written."""
+
+    checkpoint: int
+    changes: list[TaskChange]
+    # The state of each task of the batch after its last event.
+    records: dict[UUID, TaskRecord]
+
+    @property
+    def result(self) -> BatchResult:
+        changes = self.changes
+        return BatchResult(changes[0].position, changes[-1].position, len(changes))
 
 
 class TaskProjector:
@@ -97,38 +118,143 @@ class TaskProjector:
         Returns None when there are none. Inside a transaction of the caller's,
         the batch runs in a savepoint and commits with that transaction.
         """
+        result, _ = self._project(conn, through, None, read_ahead=False)
+        return result
+
+    def catch_up(
+        self,
+        conn: Connection[DictRow],
+        through: int = LAST_POSITION,
+        *,
+        on_batch: Callable[[BatchResult], None] | None = None,
+        stopping: Callable[[], bool] | None = None,
+    ) -> int:
+        """Apply batches up to position through until none is left.
+
+        While PostgreSQL runs a full batch's writes, the batch's transaction
+        reads the next batch's events and tasks and Python folds them, so the
+        two overlap. on_batch is called after each commit, and stopping is
+        asked before each batch. Returns the number of events applied.
+        """
+        applied = 0
+        ahead: FoldedBatch | None = None
+        while not (stopping is not None and stopping()):
+            result, ahead = self._project(conn, through, ahead, read_ahead=True)
+            if result is None:
+                break
+            applied += result.events
+            if on_batch is not None:
+                on_batch(result)
+        return applied
+
+    def _project(
+        self,
+        conn: Connection[DictRow],
+        through: int,
+        ahead: FoldedBatch | None,
+        *,
+        read_ahead: bool,
+    ) -> tuple[BatchResult | None, FoldedBatch | None]:
+        """Apply one batch, the one folded ahead if it still follows the
+        checkpoint; return what it did and the next batch, if read ahead."""
         with conn.transaction(), conn.cursor() as cursor:
             checkpoint = self.lock_checkpoint(cursor)
-            cursor.execute(self._select_events, (checkpoint, through, self.batch_size))
-            rows = cursor.fetchall()
-            if not rows:
-                return None
-            changes = self._changes(cursor, rows)
-            last = rows[-1]["position"]
-            self._write_pipelined(conn, cursor, changes)
-            if self.update_writer is not None:
-                self.update_writer.write(cursor, changes)
-            for writer in self.extra_writers:
-                writer.write(cursor, changes)
-            cursor.execute(self._move_checkpoint, (last, self.tables.projection))
-            if self.notify:
-                cursor.execute(
-                    "select pg_notify(%s, %s)", (self.tables.updates_channel, str(last))
-                )
-        return BatchResult(rows[0]["position"], last, len(rows))
+            batch = ahead if ahead and ahead.checkpoint == checkpoint else None
+            if batch is None:
+                rows = self._read_events(cursor, checkpoint, through)
+                if not rows:
+                    return None, None
+                records = self._load(cursor, rows, {})
+                batch = self._fold(checkpoint, rows, records)
+            full = len(batch.changes) >= self.batch_size
+            following = self._write(
+                conn, cursor, batch, through if read_ahead and full else None
+            )
+        return batch.result, following
+
+    def _read_events(
+        self, cursor: Cursor[DictRow], checkpoint: int, through: int
+    ) -> list[DictRow]:
+        cursor.execute(self._select_events, (checkpoint, through, self.batch_size))
+        return cursor.fetchall()
+
+    def _load(
+        self,
+        cursor: Cursor[DictRow],
+        rows: list[DictRow],
+        known: dict[UUID, TaskRecord],
+    ) -> dict[UUID, TaskRecord]:
+        """Return the state of each task of rows: from known, which contains
+        states not yet committed, else from the read model."""
+        task_ids = {row["task_id"] for row in rows}
+        records = {id: known[id] for id in task_ids & known.keys()}
+        missing = task_ids - records.keys()
+        if missing:
+            records.update(load_records(cursor, self.tables.tasks_table, missing))
+        return records
+
+    def _fold(
+        self, checkpoint: int, rows: list[DictRow], records: dict[UUID, TaskRecord]
+    ) -> FoldedBatch:
+        changes = []
+        for row in rows:
+            event = self._decode(row)
+            before = records.get(row["task_id"])
+            after = evolve(before, event, row["position"])
+            records[after.id] = after
+            changes.append(TaskChange(row["position"], event.event_type, before, after))
+        return FoldedBatch(checkpoint, changes, records)
+
+    def _write(
+        self,
+        conn: Connection[DictRow],
+        cursor: Cursor[DictRow],
+        batch: FoldedBatch,
+        read_ahead_through: int | None,
+    ) -> FoldedBatch | None:
+        """Write the batch and move the checkpoint past it.
+
+        With read_ahead_through, also read and fold the next batch up to that
+        position, and return it.
+        """
+        changes = batch.changes
+        following = self._write_pipelined(conn, cursor, batch, read_ahead_through)
+        if self.update_writer is not None:
+            self.update_writer.write(cursor, changes)
+        for writer in self.extra_writers:
+            writer.write(cursor, changes)
+        last = changes[-1].position
+        cursor.execute(self._move_checkpoint, (last, self.tables.projection))
+        if self.notify:
+            cursor.execute(
+                "select pg_notify(%s, %s)", (self.tables.updates_channel, str(last))
+            )
+        return following
 
     def _write_pipelined(
         self,
         conn: Connection[DictRow],
         cursor: Cursor[DictRow],
-        changes: list[TaskChange],
-    ) -> None:
+        batch: FoldedBatch,
+        read_ahead_through: int | None,
+    ) -> FoldedBatch | None:
         """Run the writers in a pipeline, so PostgreSQL runs each statement while
-        Python prepares the next writer's rows."""
+        Python prepares the next writer's rows, and then folds the next batch.
+
+        The next batch's events and tasks are read before the writers' first
+        statement, because a read in a pipeline waits for every statement sent
+        before it.
+        """
+        last = batch.changes[-1].position
         with conn.pipeline() as pipeline:
             try:
+                rows: list[DictRow] = []
+                records: dict[UUID, TaskRecord] = {}
+                if read_ahead_through is not None:
+                    rows = self._read_events(cursor, last, read_ahead_through)
+                    records = self._load(cursor, rows, batch.records)
                 for writer in self.writers:
-                    writer.write(cursor, changes)
+                    writer.write(cursor, batch.changes)
             except psycopg.Error:
                 raise
             except Exception:
@@ -136,6 +262,19 @@ class TaskProjector:
                 # its error is read only at a sync: raise that one instead.
                 pipeline.sync()
                 raise
+            return self._fold_ahead(last, rows, records)
+
+    def _fold_ahead(
+        self, checkpoint: int, rows: list[DictRow], records: dict[UUID, TaskRecord]
+    ) -> FoldedBatch | None:
+        if not rows:
+            return None
+        try:
+            return self._fold(checkpoint, rows, records)
+        except Exception:
+            # This batch must still commit. The next one is folded again in
+            # its own transaction, which raises the error there.
+            return None
 
     def checkpoint(self, conn: Connection[DictRow]) -> int:
         with conn.cursor() as cursor:
@@ -162,22 +301,6 @@ class TaskProjector:
             row = cursor.fetchone()
         assert row is not None
         return int(row["position"])
-
-    def _changes(
-        self, cursor: Cursor[DictRow], rows: list[DictRow]
-    ) -> list[TaskChange]:
-        task_ids = {row["task_id"] for row in rows}
-        records: dict[UUID, TaskRecord] = load_records(
-            cursor, self.tables.tasks_table, task_ids
-        )
-        changes = []
-        for row in rows:
-            event = self._decode(row)
-            before = records.get(row["task_id"])
-            after = evolve(before, event, row["position"])
-            records[after.id] = after
-            changes.append(TaskChange(row["position"], event.event_type, before, after))
-        return changes
 
     def _decode(self, row: DictRow) -> Task.Event:
         try:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain.errors import ConfigurationError, LedgerError, StorageError
 from infrastructure.recorders import EVENTS_TABLE
-from projections.projector import TaskProjector
+from projections.projector import BatchResult, TaskProjector
 from projections.runner import projection_lock_key
 from projections.table_copies import (
     create_copy,
@@ -223,20 +223,25 @@ def _catch_up_to(
     progress: ProgressCallback | None,
 ) -> int:
     events = 0
-    while (result := projector.project_batch(conn, through=through)) is not None:
+
+    def report(result: BatchResult) -> None:
+        nonlocal events
         events += result.events
-        if progress is not None:
-            head = read_head(conn, projector.tables)
-            elapsed = max(time.monotonic() - started, 1e-9)
-            progress(
-                RebuildProgress(
-                    events_done=events_before + events,
-                    position=result.last_position,
-                    head=head,
-                    remaining=max(0, head - result.last_position),
-                    rate=(events_before + events) / elapsed,
-                )
+        if progress is None:
+            return
+        head = read_head(conn, projector.tables)
+        elapsed = max(time.monotonic() - started, 1e-9)
+        progress(
+            RebuildProgress(
+                events_done=events_before + events,
+                position=result.last_position,
+                head=head,
+                remaining=max(0, head - result.last_position),
+                rate=(events_before + events) / elapsed,
             )
+        )
+
+    projector.catch_up(conn, through, on_batch=report)
     return events
 
 

@@ -225,15 +225,17 @@ class ProjectorRunner:
         return bool(row and row["locked"])
 
     def _catch_up(self, conn: Connection[DictRow]) -> None:
-        while not self._stopping.is_set():
-            result = self.projector.project_batch(conn)
-            if result is None:
-                self._publish(self.projector.checkpoint(conn))
-                return
-            self._cancelled = 0
-            self._publish(result.last_position)
-            if self.on_batch is not None:
-                self.on_batch(result)
+        self.projector.catch_up(
+            conn, on_batch=self._committed, stopping=self._stopping.is_set
+        )
+        if not self._stopping.is_set():
+            self._publish(self.projector.checkpoint(conn))
+
+    def _committed(self, result: BatchResult) -> None:
+        self._cancelled = 0
+        self._publish(result.last_position)
+        if self.on_batch is not None:
+            self.on_batch(result)
 
     def _wait_for_events(self, conn: Connection[DictRow]) -> None:
         # A notification only wakes the loop; the batch query finds the events.
