@@ -12,6 +12,7 @@ from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
 from domain.record import TaskRecord
+from infrastructure.mapper import jsonb_text
 from projections.changes import TaskChange
 
 TASK_COLUMNS = (
@@ -111,24 +112,49 @@ class TaskUpdateWriter:
                         task.status.value,
                         task.user_id,
                         task.task_type,
-                        task.model_dump_json(),
+                        _task_json(task),
                     )
                 )
 
 
 def _row_values(record: TaskRecord) -> tuple[Any, ...]:
-    # TODO: floats of 1e16 and more in metadata or response_data read back from
-    # agent_tasks and task_updates as integers, because json.dumps writes them in
-    # exponent form. infrastructure.mapper.jsonb_text keeps them floats, but it
-    # is too slow for the projector's hot path.
     values = []
     for name in TASK_COLUMNS:
         value = getattr(record, name)
         if name == "metadata":
-            value = Jsonb(value)
+            value = _jsonb(value)
         elif name == "response_data":
-            value = None if value is None else Jsonb(value)
+            value = None if value is None else _jsonb(value)
         elif name == "status":
             value = value.value
         values.append(value)
     return tuple(values)
+
+
+def _jsonb(value: Any) -> Jsonb:
+    if _has_large_float(value):
+        return Jsonb(value, dumps=jsonb_text)
+    return Jsonb(value)
+
+
+def _task_json(task: TaskRecord) -> str:
+    if _has_large_float(task.metadata) or _has_large_float(task.response_data):
+        return jsonb_text(task.model_dump(mode="json"))
+    return task.model_dump_json()
+
+
+def _has_large_float(value: Any) -> bool:
+    """Return whether value contains a float of magnitude 1e16 or more.
+
+    json.dumps and pydantic print such floats with an exponent, which jsonb
+    stores as a whole number, so they would read back as integers. jsonb_text
+    prints them with a decimal point, but it costs more, so the projector
+    calls it only for these values.
+    """
+    if isinstance(value, float):
+        return abs(value) >= 1e16
+    if isinstance(value, dict):
+        return any(_has_large_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_large_float(item) for item in value)
+    return False

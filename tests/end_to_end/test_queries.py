@@ -16,6 +16,7 @@ from taskledger import (
     TaskLedger,
     TaskNotFoundError,
     TaskStatus,
+    TaskUpdate,
 )
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -355,3 +356,36 @@ def test_lag_error_reports_stored_checkpoint(
         other.wait_for_projection(task.position + 1000, timeout=0.0)
 
     assert raised.value.checkpoint == task.position
+
+
+# JSON values in the read model
+
+
+def test_large_floats_read_back_as_floats(ledger: TaskLedger) -> None:
+    # json.dumps prints 1e16 and more with an exponent, which jsonb keeps as a
+    # whole number.
+    task = ledger.create_task(
+        "a", "A", "m", "chat", metadata={"budget": 1e23, "sizes": [2.5e16, 1.5]}
+    )
+    ledger.start_task(task.id)
+    done = ledger.complete_task(task.id, response_data={"score": 1e16})
+    received: list[TaskStatus] = []
+    delivered = threading.Event()
+
+    def collect(update: TaskUpdate) -> None:
+        assert update.task.metadata == done.metadata
+        received.append(update.task.status)
+        if update.task.status is TaskStatus.COMPLETED:
+            assert update.task.response_data == done.response_data
+            delivered.set()
+
+    with ledger.subscribe(collect, after_position=0):
+        assert delivered.wait(10)
+    read = ledger.get_task(task.id)
+
+    assert read == done
+    assert read == ledger.get_task_at(task.id)
+    assert type(read.metadata["budget"]) is float
+    assert type(read.response_data["score"]) is float
+    assert ledger.get_tasks(agent_id="a").tasks == [done]
+    assert received == [TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED]
