@@ -143,6 +143,16 @@ class Subscription:
                 extra={"action": "subscription_failed", "position": self._position},
             )
             self._error = error
+        except BaseException as error:
+            # SystemExit or KeyboardInterrupt from the callback: the thread
+            # would end without a word, so the subscription ends visibly.
+            logger.error(  # noqa: TRY400 (the message is the whole story)
+                "subscription ended: its callback raised %r after position %d",
+                error,
+                self._position,
+                extra={"action": "subscription_failed", "position": self._position},
+            )
+            self._error = error
         finally:
             self._stopping.set()
             if self._on_end is not None:

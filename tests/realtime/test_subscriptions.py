@@ -131,6 +131,28 @@ def test_raising_callback_keeps_subscription(
     assert failures[1].position == seen[2].position  # type: ignore[attr-defined]
 
 
+def test_exiting_callback_ends_subscription(
+    ledger: TaskLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="projections.subscriptions")
+    seen: list[TaskUpdate] = []
+
+    def exiting(update: TaskUpdate) -> None:
+        seen.append(update)
+        raise SystemExit(3)
+
+    subscription = ledger.subscribe(exiting)
+    ledger.create_task("alpha", "Alpha", "Draft", "chat")
+    wait_until(lambda: not subscription.active)
+
+    assert len(seen) == 1
+    assert isinstance(subscription.error, SystemExit)
+    ended = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert ended == [
+        "subscription ended: its callback raised SystemExit(3) after position 0"
+    ]
+
+
 def test_slow_callback_does_not_block_others(ledger: TaskLedger) -> None:
     release = threading.Event()
     fast = Recorder()
