@@ -105,7 +105,12 @@ def parse_task_id(value: object) -> UUID:
     raise InvalidInputError(f"task id {shown} is not a UUID")
 
 
-def require_aware(name: str, value: object) -> datetime:
+def require_aware(name: str, value: object, *, end: bool = False) -> datetime:
+    """Return an aware datetime in UTC, or raise InvalidInputError.
+
+    With end, the value is an exclusive end, so it may be the end of the
+    supported range itself.
+    """
     if not isinstance(value, datetime):
         raise InvalidInputError(
             f"{name} must be a datetime, got {type(value).__name__}"
@@ -114,19 +119,22 @@ def require_aware(name: str, value: object) -> datetime:
         raise InvalidInputError(
             f"{name} {value.isoformat()} has no time zone; give an aware datetime"
         )
-    check_time_range(name, value)
+    check_time_range(name, value, end=end)
     # UTC keeps offsets with seconds (historical local times) exact in JSON.
     return value.astimezone(UTC)
 
 
-def check_time_range(name: str, value: datetime) -> datetime:
+def check_time_range(name: str, value: datetime, *, end: bool = False) -> datetime:
     """Return an aware time unchanged, or raise if it lies outside 1900 to 2200.
 
+    With end, 2200-01-01 itself is accepted, as the end of a half-open window.
     Comparing 0001-01-01T00:30+01:00 with another time raises OverflowError,
     because its UTC form falls in year 0. That time is outside the range too.
     """
     try:
-        within = EARLIEST_TIME <= value < LATEST_TIME
+        within = value >= EARLIEST_TIME and (
+            value <= LATEST_TIME if end else value < LATEST_TIME
+        )
     except OverflowError:
         within = False
     if not within:

@@ -93,7 +93,7 @@ class StatisticsWindow:
     def validated(cls, since: object, until: object) -> StatisticsWindow:
         """Check that both bounds are aware datetimes and since <= until."""
         start = None if since is None else require_aware("since", since)
-        end = None if until is None else require_aware("until", until)
+        end = None if until is None else require_aware("until", until, end=True)
         if start is not None and end is not None and start > end:
             raise InvalidInputError(
                 f"since {start.isoformat()} is later than until {end.isoformat()}"

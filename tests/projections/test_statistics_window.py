@@ -82,6 +82,13 @@ def test_bounds_outside_the_creation_range_are_rejected(
         StatisticsWindow.validated(since, until)
 
 
+def test_until_may_be_end_of_range() -> None:
+    window = StatisticsWindow.validated(utc(2199, 12, 31, 23, 30), utc(2200, 1, 1))
+
+    assert window.until == utc(2200, 1, 1)
+    assert window.whole_hours is None
+
+
 def test_latest_window_stays_in_range() -> None:
     window = StatisticsWindow.validated(utc(2199, 12, 31, 23, 30), None)
 
