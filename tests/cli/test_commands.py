@@ -361,6 +361,16 @@ def test_help_shows_descriptive_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "(the file name)" in result.stdout
 
 
+def test_help_shows_flags_without_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+
+    result = CliRunner().invoke(app, ["import", "--help"])
+
+    assert result.exit_code == 0
+    assert "--strict" in result.stdout
+    assert "<bool>" not in result.stdout
+
+
 def run_with_closed_pipe(
     arguments: list[str], stream: str
 ) -> subprocess.CompletedProcess[str]:
