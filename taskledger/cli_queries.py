@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -46,7 +46,12 @@ def aware_datetime(text: str) -> datetime:
             f"{text!r} is not an ISO 8601 time, e.g. 2024-05-01T10:00:00+00:00"
         ) from None
     if moment.tzinfo is None:
-        raise typer.BadParameter(f"{text!r} has no UTC offset; add one, e.g. +00:00")
+        # Python reads a date with an offset, such as 2024-05-01+00:00, as a
+        # naive midnight, so the example is the whole time, not the offset.
+        example = moment.replace(tzinfo=UTC).isoformat()
+        raise typer.BadParameter(
+            f"{text!r} has no UTC offset; give a time with one, e.g. {example}"
+        )
     return moment
 
 

@@ -94,11 +94,21 @@ def test_brackets_in_ids_print_as_written(invoke: Invoke, ledger: TaskLedger) ->
     assert "[/x]" in history.stdout
 
 
-def test_stats_rejects_time_without_offset(invoke: Invoke) -> None:
-    result = invoke("stats", "--since", "2024-05-01T10:00:00")
+@pytest.mark.parametrize(
+    ("since", "example"),
+    [
+        ("2024-05-01T10:00:00", "2024-05-01T10:00:00+00:00"),
+        ("2024-05-01+00:00", "2024-05-01T00:00:00+00:00"),
+    ],
+)
+def test_stats_rejects_time_without_offset(
+    invoke: Invoke, since: str, example: str
+) -> None:
+    result = invoke("stats", "--since", since)
 
     assert result.exit_code == 2
     assert "has no UTC offset" in result.output
+    assert example in result.output
 
 
 @pytest.mark.parametrize(
