@@ -54,8 +54,8 @@ def import_command(
     file: Annotated[
         Path,
         typer.Argument(
-            help="File to import: JSON Lines (.jsonl), an XES log (.xes or "
-            ".xes.gz) or Alibaba's GPU pod list (.csv); gzip is detected."
+            help="File to import: JSON Lines (.jsonl or .ndjson), an XES log "
+            "(.xes) or Alibaba's GPU pod list (.csv); gzip is detected."
         ),
     ],
     file_format: Annotated[
@@ -193,8 +193,8 @@ def _options(
     chosen = file_format or detect_format(file)
     if chosen is None:
         raise CommandFailedError(
-            f"the format of {file.name} is unknown; name it .jsonl, .xes, .xes.gz "
-            "or .csv, or give --format"
+            f"the format of {file.name} is unknown; name it .jsonl, .ndjson, .xes "
+            "or .csv (each optionally .gz), or give --format"
         )
     if chosen is ImportFormat.XES and mapping is None:
         raise CommandFailedError(
@@ -281,6 +281,7 @@ def _wait_for_projection(ledger: TaskLedger, position: int, progress: Progress) 
         except ProjectionLagError as lag:
             checkpoint = lag.checkpoint
         else:
+            progress.update(bar, completed=position)
             return True
         now = time.monotonic()
         first = checkpoint if first is None else first
