@@ -96,6 +96,12 @@ def _number(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def _ratio(value: float | None) -> str:
+    # Three significant digits, so that 0.196 against a bound of 0.20 does not
+    # print as 0.20 beside MISSED.
+    return "-" if value is None else f"{value:.3g}"
+
+
 def _verdict(met: bool | None, has_targets: bool) -> str:
     if not has_targets:
         return ""
@@ -128,7 +134,7 @@ def table_rows(lines: Iterable[Line]) -> list[tuple[str, ...]]:
                 _number(line.ledger),
                 line.baseline_name or "-",
                 _number(line.baseline),
-                _number(line.ratio),
+                _ratio(line.ratio),
                 ", ".join(target.describe() for target in line.targets) or "-",
                 _verdict(line.met, bool(line.targets)),
             )
