@@ -81,7 +81,7 @@ def plan_transition(
         if chosen is None:
             return None
         steps = chosen
-        _check_time(task, transition.occurred_at)
+        _check_time(task, transition)
     arguments = _arguments(transition, steps)
     try:
         check_event_size(arguments)
@@ -129,11 +129,13 @@ def _later_steps(
     return (_STEP_FOR_STATUS[target],)
 
 
-def _check_time(task: Task, occurred_at: datetime) -> None:
+def _check_time(task: Task, transition: Transition) -> None:
+    occurred_at = transition.occurred_at
     if occurred_at < task.modified_on:
         raise TransitionRejectedError(
-            f"occurred_at {occurred_at.isoformat()} is earlier than task "
-            f"{task.record.id}'s previous event at {task.modified_on.isoformat()}"
+            f"occurred_at {occurred_at.isoformat()} of task "
+            f"{transition.external_id!r} is earlier than its previous event at "
+            f"{task.modified_on.isoformat()}"
         )
 
 

@@ -237,7 +237,7 @@ def test_invalid_lines_are_reported_and_skipped(
     assert reasons["line 3"] == "field task_id is missing"
     assert reasons["line 4"].startswith("status 'paused' is not one of")
     assert "timezone" in reasons["line 5"]
-    assert "is earlier than" in reasons["line 6"]
+    assert "of task 'a' is earlier than its previous event" in reasons["line 6"]
     assert "is completed: it cannot move to cancelled" in reasons["line 8"]
     assert "not a JSON object" in reasons["line 10"]
     assert reasons["line 11"] == "field colour is not a known field"
