@@ -1,10 +1,11 @@
 """Read the pod list of Alibaba's GPU cluster trace (2023) as task histories.
 
 Each row is one pod: created (pending) at creation_time, scheduled
-(processing) at scheduled_time, and ended at deletion_time according to its
-final phase: Succeeded is completed, Failed is failed, and Pending (never
-scheduled) and Running (deleted while running) are cancelled. Times in the
-trace are seconds from the start of the trace; `epoch` places that start.
+(processing) at scheduled_time, and ended at deletion_time, where the row has
+one, according to its final phase: Succeeded is completed, Failed is failed,
+and Pending (never scheduled) and Running (deleted while running) are
+cancelled. Times in the trace are seconds from the start of the trace; `epoch`
+places that start.
 """
 
 from __future__ import annotations
@@ -83,10 +84,8 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
         # Trimmed and cleaned as in JSON Lines, so `history NAME` finds the pod.
         name = require_id("name", row["name"])
         created = _time(row, "creation_time", epoch)
-        deleted = _time(row, "deletion_time", epoch)
-        scheduled = (
-            _time(row, "scheduled_time", epoch) if row.get("scheduled_time") else None
-        )
+        deleted = _optional_time(row, "deletion_time", epoch)
+        scheduled = _optional_time(row, "scheduled_time", epoch)
     except ValueError as error:  # require_id raises InvalidInputError, a ValueError
         yield Rejected(position, where, str(error))
         return
@@ -126,6 +125,9 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
             **common,
         )
 
+    if deleted is None:
+        # The pod still existed when the trace ended.
+        return
     reason = f"pod phase {row['pod_phase']} at deletion"
     yield Transition(
         line=position + 2,
@@ -134,6 +136,12 @@ def _pod(row: dict[str, Any], number: int, epoch: datetime) -> Iterator[Entry]:
         error_message=None if end is TaskStatus.COMPLETED else reason,
         **common,
     )
+
+
+def _optional_time(
+    row: dict[str, Any], column: str, epoch: datetime
+) -> datetime | None:
+    return _time(row, column, epoch) if row.get(column) else None
 
 
 def _time(row: dict[str, Any], column: str, epoch: datetime) -> datetime:

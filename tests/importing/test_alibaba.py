@@ -77,6 +77,23 @@ def test_pods_follow_final_phase(
     assert events[2]["occurred_at"] == datetime(2023, 7, 1, 0, 1, 40, tzinfo=UTC)
 
 
+def test_pod_without_deletion_time_stays_open(
+    ledger: TaskLedger, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "pods.csv"
+    rows = [
+        "pod-run,1000,2048,1,1000,,LS,Running,10,,20",
+        "pod-wait,1000,2048,0,0,,BE,Pending,5,,",
+    ]
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+
+    summary = import_file(ledger, path, ImportOptions(format=ImportFormat.ALIBABA))
+
+    assert (summary.imported, summary.rejected) == (3, 0)
+    assert event_types(db, "pod-run") == ["created", "started"]
+    assert event_types(db, "pod-wait") == ["created"]
+
+
 def test_header_without_columns_is_rejected(ledger: TaskLedger, tmp_path: Path) -> None:
     path = tmp_path / "pods.csv"
     path.write_text("name,phase\npod-ok,Succeeded\n")
