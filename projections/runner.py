@@ -158,9 +158,9 @@ class ProjectorRunner:
         if self._cancelled >= MAX_CANCELLED_BATCHES:
             stopped = ProjectionError(
                 f"projection {name} stopped: its next batch was cancelled "
-                f"{self._cancelled} times in a row ({error}); raise the "
-                "statement_timeout or lock_timeout of the projector's role or "
-                "database URL, and restart the process"
+                f"{self._cancelled} times in a row ({error}); if a timeout "
+                "cancelled it, raise the statement_timeout or lock_timeout of the "
+                "projector's role or database URL, then restart the process"
             )
             stopped.__cause__ = error
             self._fail(stopped)
