@@ -19,6 +19,7 @@ from domain.record import TaskRecord
 from domain.status import TaskStatus
 from domain.update import TaskUpdate
 from domain.values import require_id
+from projections.history import HistoryEntry
 from taskledger.cli_common import (
     console,
     error_console,
@@ -35,6 +36,9 @@ DEFAULT_WAIT_SECONDS = 10.0
 # Below this many columns, the task table squeezes its columns to a few
 # letters, so `tasks` prints two lines per task instead.
 TASK_TABLE_WIDTH = 130
+# Below this many columns, the history table folds idempotency keys over
+# several lines, so `history` prints a line per event and one per key.
+HISTORY_TABLE_WIDTH = 120
 
 
 def aware_datetime(text: str) -> datetime:
@@ -219,6 +223,9 @@ def history(
     title = f"History of task {ledger_id}"
     if from_import:
         title += f" (imported id {task_id!r})"
+    if console.width < HISTORY_TABLE_WIDTH:
+        _print_history_lines(entries, title)
+        return
     table = Table(title=Text(title), title_justify="left")
     table.add_column("version")
     table.add_column("event")
@@ -234,6 +241,19 @@ def history(
             Text(entry.idempotency_key or ""),
         )
     console.print(table)
+
+
+def _print_history_lines(entries: list[HistoryEntry], title: str) -> None:
+    """Print each event as a line, and its idempotency key on the next one."""
+    console.print(title, highlight=False, markup=False)
+    for entry in entries:
+        line = f"v{entry.version}  {entry.event_type}  {entry.occurred_at.isoformat()}"
+        if entry.actor:
+            line += f"  by {entry.actor}"
+        console.print(line, highlight=False, markup=False)
+        if entry.idempotency_key:
+            key = f"  idempotency key {entry.idempotency_key}"
+            console.print(key, highlight=False, markup=False, soft_wrap=True)
 
 
 def _ledger_task_id(task_id: str, imported: bool) -> tuple[UUID, bool]:

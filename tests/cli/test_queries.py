@@ -190,6 +190,25 @@ def test_history_shows_each_event(invoke: Invoke, ledger: TaskLedger) -> None:
     assert "task 00000000-0000-0000-0000-000000000000 not found" in unknown.stderr
 
 
+def test_history_narrow_terminal_prints_lines(
+    invoke: Invoke, ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "import:orders.jsonl:" + "0123456789abcdef" * 3
+    task = ledger.create_task("sales", "Sales", "Quote", "chat", actor="api")
+    ledger.start_task(task.id, idempotency_key=key)
+    monkeypatch.setenv("COLUMNS", "80")
+
+    result = invoke("history", str(task.id))
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"History of task {task.id}"
+    assert lines[1].startswith("v1  created  ")
+    assert lines[1].endswith("  by api")
+    assert lines[2].startswith("v2  started  ")
+    assert lines[3] == f"  idempotency key {key}"
+
+
 def test_history_finds_imported_id(invoke: Invoke, tmp_path: Path) -> None:
     uuid_shaped = "11111111-2222-3333-4444-555555555555"
     path = write_jsonl(
