@@ -154,7 +154,18 @@ def _has_large_float(value: Any) -> bool:
     if isinstance(value, float):
         return abs(value) >= 1e16
     if isinstance(value, dict):
-        return any(_has_large_float(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_large_float(item) for item in value)
+        items: Iterable[Any] = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return False
+    # A plain loop that skips the common scalars: this runs for every change.
+    for item in items:
+        if type(item) in _SCALARS:
+            continue
+        if _has_large_float(item):
+            return True
     return False
+
+
+_SCALARS = (str, int, bool, type(None))
