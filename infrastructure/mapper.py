@@ -83,7 +83,9 @@ class PydanticMapper(Mapper[Any]):
             state = self.cipher.decrypt(state)
         if self.compressor:
             state = self.compressor.decompress(state)
-        decoded = json.loads(state)
+        # The state is UTF-8, as to_stored_event writes it: decoding it here
+        # skips json.loads's detection of the encoding of bytes.
+        decoded = json.loads(state.decode("utf-8"))
         if not isinstance(decoded, dict):
             raise TypeError("event state is not a JSON object")
         return decoded
