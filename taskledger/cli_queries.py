@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -33,6 +34,7 @@ from taskledger.importing import task_uuid
 from taskledger.ledger import TaskLedger
 
 DEFAULT_WAIT_SECONDS = 10.0
+_DATE_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[+-]\d{2}:\d{2}")
 # Below this many columns, the task table squeezes its columns to a few
 # letters, so `tasks` prints two lines per task instead.
 TASK_TABLE_WIDTH = 130
@@ -42,7 +44,11 @@ HISTORY_TABLE_WIDTH = 120
 
 
 def aware_datetime(text: str) -> datetime:
-    """Parse an ISO 8601 time that carries a UTC offset."""
+    """Parse an ISO 8601 time that carries a UTC offset, or a date with one."""
+    if _DATE_WITH_OFFSET.fullmatch(text):
+        # Python reads 2024-05-01+05:30 as 05:30 on that day, with '+' as the
+        # separator of date and time; the user means midnight at +05:30.
+        text = f"{text[:10]}T00:00:00{text[10:]}"
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -50,8 +56,6 @@ def aware_datetime(text: str) -> datetime:
             f"{text!r} is not an ISO 8601 time, e.g. 2024-05-01T10:00:00+00:00"
         ) from None
     if moment.tzinfo is None:
-        # Python reads a date with an offset, such as 2024-05-01+00:00, as a
-        # naive midnight, so the example is the whole time, not the offset.
         example = moment.replace(tzinfo=UTC).isoformat()
         raise typer.BadParameter(
             f"{text!r} has no UTC offset; give a time with one, e.g. {example}"

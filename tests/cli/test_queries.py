@@ -98,7 +98,7 @@ def test_brackets_in_ids_print_as_written(invoke: Invoke, ledger: TaskLedger) ->
     ("since", "example"),
     [
         ("2024-05-01T10:00:00", "2024-05-01T10:00:00+00:00"),
-        ("2024-05-01+00:00", "2024-05-01T00:00:00+00:00"),
+        ("2024-05-01", "2024-05-01T00:00:00+00:00"),
     ],
 )
 def test_stats_rejects_time_without_offset(
@@ -167,6 +167,21 @@ def test_tasks_narrow_terminal_prints_lines(
     assert any(text.startswith(f"{ids[1]}  failed  ") for text in lines)
     assert "  support · analysis · 1 attempt · created " in result.stdout
     assert lines[-1] == "3 of 3 matching tasks"
+
+
+def test_stats_reads_date_with_offset_as_midnight(
+    invoke: Invoke, ledger: TaskLedger
+) -> None:
+    fill(ledger)
+
+    # The tasks were created now, after midnight at +05:30 on 2024-05-01.
+    since = invoke("stats", "--since", "2024-05-01+05:30", "--json")
+    until = invoke("stats", "--until", "2024-05-01+05:30", "--json")
+
+    assert since.exit_code == 0, since.output
+    assert json.loads(since.stdout)["total"] == 3
+    assert until.exit_code == 0, until.output
+    assert json.loads(until.stdout)["total"] == 0
 
 
 def test_history_shows_each_event(invoke: Invoke, ledger: TaskLedger) -> None:
