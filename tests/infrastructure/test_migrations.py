@@ -136,6 +136,44 @@ def test_ledger_opens_twice_on_same_schema(
     assert_ledger_schema(db, schema)
 
 
+@pytest.mark.parametrize("search_path", ["pg_catalog", "other ledger"])
+def test_event_triggers_read_their_own_schema(
+    database_url: str, schema: str, search_path: str
+) -> None:
+    other = f"t_{uuid.uuid4().hex[:12]}"
+    insert = sql.SQL(
+        "insert into {} (task_id, version, event_type, topic, payload, "
+        "occurred_at) values (%s, %s, 'started', 'domain.task:Task.Started', "
+        "'{{}}', now())"
+    ).format(sql.Identifier(schema, "task_events"))
+    try:
+        TaskLedger.open(database_url, schema=other, project=False).close()
+        with TaskLedger.open(database_url, schema=schema, project=False) as ledger:
+            task = ledger.create_task("a", "A", "m", "chat", user_id="u1")
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            path = other if search_path == "other ledger" else search_path
+            conn.execute(sql.SQL("set search_path to {}").format(sql.Identifier(path)))
+            # Plain SQL into this ledger: version 2 follows version 1 here.
+            conn.execute(insert, (task.id, 2))
+            gap = psycopg.errors.ForeignKeyViolation
+            with pytest.raises(gap, match="no version 3"):
+                conn.execute(insert, (task.id, 4))
+            row = conn.execute(
+                sql.SQL("select user_id from {} where version = 2").format(
+                    sql.Identifier(schema, "task_events")
+                )
+            ).fetchone()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("drop schema if exists {} cascade").format(
+                    sql.Identifier(other)
+                )
+            )
+
+    assert row == ("u1",)
+
+
 def test_bootstrap_reruns_without_error(database_url: str) -> None:
     bootstrap(database_url)
     bootstrap(database_url)
