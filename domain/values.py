@@ -183,7 +183,9 @@ class _JsonCleaner:
                 raise InvalidInputError(
                     f"{self.name} contains {value!r}, which JSON cannot represent"
                 )
-            return value
+            # jsonb's numeric has no negative zero, so -0.0 would read back as
+            # 0.0; the command returns what the ledger keeps.
+            return value + 0.0
         if isinstance(value, str):
             return self._string(value)
         if isinstance(value, dict):

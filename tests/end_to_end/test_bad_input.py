@@ -132,6 +132,16 @@ def test_non_finite_numbers_are_rejected(ledger: TaskLedger, number: float) -> N
     assert ledger.get_task(task.id).version == 2
 
 
+def test_negative_zero_is_kept_as_zero(ledger: TaskLedger) -> None:
+    task = created(ledger)
+
+    done = ledger.complete_task(task.id, "r", {"delta": -0.0}, {"gain": [-0.0]})
+
+    assert math.copysign(1, done.response_data["delta"]) == 1
+    assert math.copysign(1, done.metadata["gain"][0]) == 1
+    assert done == ledger.get_task(task.id)
+
+
 def test_deep_json_is_rejected_without_recursion_error(ledger: TaskLedger) -> None:
     task = created(ledger)
     deep = nested(1000)
