@@ -144,14 +144,8 @@ class Subscription:
             )
             self._error = error
         except BaseException as error:
-            # SystemExit or KeyboardInterrupt from the callback: the thread
-            # would end without a word, so the subscription ends visibly.
-            logger.error(  # noqa: TRY400 (the message is the whole story)
-                "subscription ended: its callback raised %r after position %d",
-                error,
-                self._position,
-                extra={"action": "subscription_failed", "position": self._position},
-            )
+            # SystemExit or KeyboardInterrupt from the callback, which _call
+            # logged. Without this, the thread would end and leave error None.
             self._error = error
         finally:
             self._stopping.set()
@@ -190,6 +184,19 @@ class Subscription:
     def _call(self, update: TaskUpdate) -> None:
         try:
             self._callback(update)
+        except (SystemExit, KeyboardInterrupt) as error:
+            logger.error(  # noqa: TRY400 (the message is the whole story)
+                "subscription ended: its callback raised %r for task %s at position %d",
+                error,
+                update.task.id,
+                update.position,
+                extra={
+                    "action": "subscription_failed",
+                    "task_id": str(update.task.id),
+                    "position": update.position,
+                },
+            )
+            raise
         except Exception as error:
             now = time.monotonic()
             with_traceback = now - self._last_traceback >= TRACEBACK_INTERVAL_SECONDS

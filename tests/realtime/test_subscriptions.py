@@ -142,14 +142,15 @@ def test_exiting_callback_ends_subscription(
         raise SystemExit(3)
 
     subscription = ledger.subscribe(exiting)
-    ledger.create_task("alpha", "Alpha", "Draft", "chat")
+    task = ledger.create_task("alpha", "Alpha", "Draft", "chat")
     wait_until(lambda: not subscription.active)
 
     assert len(seen) == 1
     assert isinstance(subscription.error, SystemExit)
     ended = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert ended == [
-        "subscription ended: its callback raised SystemExit(3) after position 0"
+        f"subscription ended: its callback raised SystemExit(3) for task {task.id} "
+        f"at position {seen[0].position}"
     ]
 
 
