@@ -54,8 +54,9 @@ def import_command(
     file: Annotated[
         Path,
         typer.Argument(
+            metavar="FILE",
             help="File to import: JSON Lines (.jsonl or .ndjson), an XES log "
-            "(.xes) or Alibaba's GPU pod list (.csv); gzip is detected."
+            "(.xes) or Alibaba's GPU pod list (.csv); gzip is detected.",
         ),
     ],
     file_format: Annotated[

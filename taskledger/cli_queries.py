@@ -202,7 +202,9 @@ def history(
     context: typer.Context,
     task_id: Annotated[
         str,
-        typer.Argument(help="The task's UUID, or its id in an imported file."),
+        typer.Argument(
+            metavar="TASK_ID", help="The task's UUID, or its id in an imported file."
+        ),
     ],
     imported: Annotated[
         bool,

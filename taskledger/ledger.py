@@ -325,8 +325,8 @@ class TaskLedger(LedgerCommands):
         duplicate. Updates arrive in position order on the subscription's own
         thread. A callback that raises an Exception is logged and delivery goes
         on; SystemExit or KeyboardInterrupt ends the subscription, with the
-        exception in its error. Raises UpdatesPrunedError if retention already deleted updates after
-        after_position.
+        exception in its error. Raises UpdatesPrunedError if retention already
+        deleted updates after after_position.
         """
         update_filter = UpdateFilter.of(agent_id, status, user_id, task_type)
         return self._feed.subscribe(callback, update_filter, after_position)
