@@ -197,8 +197,15 @@ class TaskProjector:
         self, checkpoint: int, rows: list[DictRow], records: dict[UUID, TaskRecord]
     ) -> FoldedBatch:
         changes = []
-        for row in rows:
-            event = self._decode(row)
+        for index, row in enumerate(rows):
+            try:
+                event = self._decode(row)
+            except ProjectionError:
+                if index == 0:
+                    raise
+                # The events before it still apply. The next batch starts at
+                # this event and raises, so the projection stops right there.
+                break
             before = records.get(row["task_id"])
             after = evolve(before, event, row["position"])
             records[after.id] = after

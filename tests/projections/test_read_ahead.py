@@ -98,6 +98,29 @@ def test_undecodable_event_ahead_commits_last_batch(
     assert checkpoint(db) == 9
 
 
+@pytest.mark.parametrize("batch_size", [4, 100])
+def test_undecodable_event_stops_projection_there(
+    database_url: str, schema: str, db: Db, batch_size: int
+) -> None:
+    append_tasks(database_url, schema, ["a", "b", "c"])
+    db.execute(
+        "insert into task_events (task_id, version, event_type, topic, payload, "
+        "occurred_at) values (%s, 1, 'created', 'unknown:Event', '{}', now())",
+        (uuid4(),),
+    )
+    append_tasks(database_url, schema, ["d"])
+    projector = TaskProjector(ProjectionTables(schema), batch_size=batch_size)
+
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        with pytest.raises(ProjectionError, match="position 10 "):
+            projector.catch_up(conn)
+        with pytest.raises(ProjectionError, match="position 10 "):
+            projector.project_batch(conn)
+
+    # Every event before the undecodable one is applied, none after it.
+    assert checkpoint(db) == 9
+
+
 def test_fold_ahead_dropped_after_checkpoint_moves(
     database_url: str, schema: str, db: Db
 ) -> None:
