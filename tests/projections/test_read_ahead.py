@@ -23,6 +23,15 @@ from tests.projections.test_batch_failures import (
 AGENTS = ["a", "b", "a", "c", "b", "a", "d"]
 
 
+def append_undecodable_event(db: Db) -> None:
+    """Append, as plain SQL, the creation of a task under a topic no code has."""
+    db.execute(
+        "insert into task_events (task_id, version, event_type, topic, payload, "
+        "occurred_at) values (%s, 1, 'created', 'unknown:Event', '{}', now())",
+        (uuid4(),),
+    )
+
+
 def test_catch_up_equals_fold_across_batches(
     database_url: str, schema: str, db: Db
 ) -> None:
@@ -78,11 +87,7 @@ def test_undecodable_event_ahead_commits_last_batch(
     database_url: str, schema: str, db: Db
 ) -> None:
     append_tasks(database_url, schema, ["a", "b", "c"])
-    db.execute(
-        "insert into task_events (task_id, version, event_type, topic, payload, "
-        "occurred_at) values (%s, 1, 'created', 'unknown:Event', '{}', now())",
-        (uuid4(),),
-    )
+    append_undecodable_event(db)
     projector = TaskProjector(ProjectionTables(schema), batch_size=3)
     results: list[BatchResult] = []
 
@@ -103,11 +108,7 @@ def test_undecodable_event_stops_projection_there(
     database_url: str, schema: str, db: Db, batch_size: int
 ) -> None:
     append_tasks(database_url, schema, ["a", "b", "c"])
-    db.execute(
-        "insert into task_events (task_id, version, event_type, topic, payload, "
-        "occurred_at) values (%s, 1, 'created', 'unknown:Event', '{}', now())",
-        (uuid4(),),
-    )
+    append_undecodable_event(db)
     append_tasks(database_url, schema, ["d"])
     projector = TaskProjector(ProjectionTables(schema), batch_size=batch_size)
 
