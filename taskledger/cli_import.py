@@ -18,10 +18,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from domain.errors import ProjectionLagError
+from domain.errors import ProjectionLagError, StorageError
 from taskledger.cli_common import (
     CommandFailedError,
     console,
+    describe_error,
     error_console,
     fail,
     open_ledger,
@@ -156,6 +157,11 @@ def import_command(
         except KeyboardInterrupt:
             progress.stop()
             raise fail(_stopped_message("interrupted", latest), 130) from None
+        except StorageError as error:
+            # An outage mid-import: say what was kept, as for an interrupt.
+            progress.stop()
+            stopped = _stopped_message("the import stopped", latest)
+            raise fail(f"{describe_error(error) or error}. {stopped}") from None
         except SystemExit:
             # SIGTERM ends a command with SystemExit(143) (see cli.main).
             progress.stop()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from domain.errors import DatabaseUnavailableError
+from taskledger import cli_import
 from taskledger.cli import app
 from taskledger.cli_common import describe_error
+from taskledger.importing import ImportSummary
 from tests.cli.conftest import Invoke
 
 runner = CliRunner()
@@ -246,3 +250,26 @@ def test_epoch_with_xes_is_rejected(invoke: Invoke, tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert "--epoch applies only to the Alibaba pod list" in result.stderr
+
+
+def test_outage_during_import_says_what_was_kept(
+    invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("")
+
+    def import_until_outage(*args: Any, on_progress: Any, **kwargs: Any) -> None:
+        # The first batches were appended, then the server went away.
+        on_progress(ImportSummary(imported=1200), 10, 20)
+        raise DatabaseUnavailableError("the database is not reachable; retry later")
+
+    monkeypatch.setattr(cli_import, "import_file", import_until_outage)
+
+    result = invoke("import", str(path))
+
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error: the database is not reachable; retry later.")
+    assert "the import stopped: at least 1,200 entries were imported and kept" in (
+        message
+    )
