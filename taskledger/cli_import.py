@@ -158,7 +158,7 @@ def import_command(
             progress.stop()
             raise fail(_stopped_message("interrupted", latest), 130) from None
         except StorageError as error:
-            # An outage mid-import: say what was kept, as for an interrupt.
+            # An outage mid-import: report what was kept, as for an interrupt.
             progress.stop()
             stopped = _stopped_message("the import stopped", latest)
             raise fail(f"{describe_error(error) or error}. {stopped}") from None

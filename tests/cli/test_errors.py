@@ -252,7 +252,7 @@ def test_epoch_with_xes_is_rejected(invoke: Invoke, tmp_path: Path) -> None:
     assert "--epoch applies only to the Alibaba pod list" in result.stderr
 
 
-def test_outage_during_import_says_what_was_kept(
+def test_outage_during_import_reports_kept_entries(
     invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "tasks.jsonl"
