@@ -184,7 +184,7 @@ class _JsonCleaner:
                     f"{self.name} contains {value!r}, which JSON cannot represent"
                 )
             # jsonb's numeric has no negative zero, so -0.0 would read back as
-            # 0.0; the command returns what the ledger keeps.
+            # 0.0. Adding 0.0 turns it into 0.0 here, as the ledger keeps it.
             return value + 0.0
         if isinstance(value, str):
             return self._string(value)

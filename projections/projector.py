@@ -203,8 +203,8 @@ class TaskProjector:
             except ProjectionError:
                 if index == 0:
                     raise
-                # The events before it still apply. The next batch starts at
-                # this event and raises, so the projection stops right there.
+                # Apply the events before the undecodable one. The next batch
+                # starts at it and raises, so the projection stops right there.
                 break
             before = records.get(row["task_id"])
             after = evolve(before, event, row["position"])

@@ -159,7 +159,8 @@ def _has_large_float(value: Any) -> bool:
         items = value
     else:
         return False
-    # A plain loop that skips the common scalars: this runs for every change.
+    # A plain loop that skips the common scalars, because this runs for every
+    # change of a batch.
     for item in items:
         if type(item) in _SCALARS:
             continue

@@ -160,8 +160,9 @@ def import_command(
         except StorageError as error:
             # An outage mid-import: report what was kept, as for an interrupt.
             progress.stop()
-            stopped = _stopped_message("the import stopped", latest)
-            raise fail(f"{describe_error(error) or error}. {stopped}") from None
+            cause = (describe_error(error) or str(error)).rstrip(".")
+            stopped = _stopped_message("The import stopped", latest)
+            raise fail(f"{cause}. {stopped}") from None
         except SystemExit:
             # SIGTERM ends a command with SystemExit(143) (see cli.main).
             progress.stop()

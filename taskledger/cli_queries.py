@@ -45,12 +45,13 @@ HISTORY_TABLE_WIDTH = 120
 
 def aware_datetime(text: str) -> datetime:
     """Parse an ISO 8601 time that carries a UTC offset, or a date with one."""
+    readable = text
     if _DATE_WITH_OFFSET.fullmatch(text):
-        # Python reads 2024-05-01+05:30 as 05:30 on that day, with '+' as the
-        # separator of date and time; the user means midnight at +05:30.
-        text = f"{text[:10]}T00:00:00{text[10:]}"
+        # Python reads 2024-05-01+05:30 as 05:30 on that day, taking '+' as the
+        # separator of date and time. The user means midnight at +05:30.
+        readable = f"{text[:10]}T00:00:00{text[10:]}"
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(readable)
     except ValueError:
         raise typer.BadParameter(
             f"{text!r} is not an ISO 8601 time, e.g. 2024-05-01T10:00:00+00:00"

@@ -324,8 +324,8 @@ class TaskLedger(LedgerCommands):
         that position comes first, then live ones, with no gap and no
         duplicate. Updates arrive in position order on the subscription's own
         thread. A callback that raises an Exception is logged and delivery goes
-        on; SystemExit or KeyboardInterrupt ends the subscription, with the
-        exception in its error. Raises UpdatesPrunedError if retention already
+        on. SystemExit or KeyboardInterrupt ends the subscription, and its error
+        is that exception. Raises UpdatesPrunedError if retention already
         deleted updates after after_position.
         """
         update_filter = UpdateFilter.of(agent_id, status, user_id, task_type)

@@ -270,6 +270,6 @@ def test_outage_during_import_reports_kept_entries(
     assert result.exit_code == 1
     message = " ".join(result.stderr.split())
     assert message.startswith("error: the database is not reachable; retry later.")
-    assert "the import stopped: at least 1,200 entries were imported and kept" in (
+    assert "The import stopped: at least 1,200 entries were imported and kept" in (
         message
     )

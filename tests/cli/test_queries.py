@@ -111,6 +111,13 @@ def test_stats_rejects_time_without_offset(
     assert example in result.output
 
 
+def test_stats_names_invalid_date_as_typed(invoke: Invoke) -> None:
+    result = invoke("stats", "--since", "2024-13-01+05:30")
+
+    assert result.exit_code == 2
+    assert "'2024-13-01+05:30' is not an ISO 8601 time" in result.output
+
+
 @pytest.mark.parametrize(
     "command",
     [
