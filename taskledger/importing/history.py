@@ -60,12 +60,14 @@ class TrackedTask:
 
     An import keeps one per task in flight. The deque of commands ahead
     exists only while it contains some, because an empty deque takes 760
-    bytes, a quarter of a tracked task.
+    bytes, a quarter of a tracked task. other_source is the latest source,
+    other than this import's, that imported commands of the task.
     """
 
     task: Task | None
     next_ordinal: int
     ahead: deque[RecordedCommand] | None = None
+    other_source: str | None = None
 
     def next_ahead(self) -> RecordedCommand | None:
         """Return the first command ahead, if any, without taking it."""
@@ -157,6 +159,9 @@ class TaskLoader:
 
     def _resume(self, history: list[RecordedCommand], line: int) -> TrackedTask:
         tracked = TrackedTask(task=None, next_ordinal=0)
+        for command in history:
+            if command.source not in (None, self.source):
+                tracked.other_source = command.source
         split = len(history)
         for index, command in enumerate(history):
             if command.source == self.source and (command.line or 0) >= line:

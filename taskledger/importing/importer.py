@@ -11,6 +11,7 @@ memory, so memory follows the tasks in flight, not the length of the file.
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -214,7 +215,8 @@ class Importer:
         try:
             self._decide_transition(entry, tracked, outcome)
         except (TransitionRejectedError, LedgerError) as error:
-            outcome.reject(Rejected(entry.line, entry.where, str(error)), self.strict)
+            reason = str(error) + _source_hint(tracked.other_source)
+            outcome.reject(Rejected(entry.line, entry.where, reason), self.strict)
             return not self.strict
         return True
 
@@ -273,6 +275,17 @@ class Importer:
             if tracked.task is None or tracked.task.status.is_terminal:
                 del self.tracked[task_id]
         self.summary.tasks_in_memory = len(self.tracked)
+
+
+def _source_hint(other_source: str | None) -> str:
+    """Return the hint that names the source of a task, for a renamed file."""
+    if other_source is None:
+        return ""
+    return (
+        f"; the task was imported from {other_source!r}, so if this file is that "
+        f"one renamed or compressed, import it with the source {other_source!r} "
+        f"(--source {shlex.quote(other_source)})"
+    )
 
 
 def _batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:

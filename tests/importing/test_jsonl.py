@@ -365,6 +365,32 @@ def test_second_file_continues_tasks_of_first(
     assert event_types(db, "a") == ["created", "started", "completed"]
 
 
+def test_renamed_file_names_earlier_source(ledger: TaskLedger, tmp_path: Path) -> None:
+    lines = [line("a", "pending", 0), line("a", "processing", 1)]
+    run_import(ledger, write_jsonl(tmp_path / "monday.jsonl", lines))
+
+    summary, rejected = run_import(ledger, write_jsonl(tmp_path / "copy.jsonl", lines))
+    again, _ = run_import(ledger, tmp_path / "copy.jsonl", source="monday.jsonl")
+
+    assert summary.rejected == 2
+    for entry in rejected:
+        assert "imported from 'monday.jsonl'" in entry.reason
+        assert "source 'monday.jsonl' (--source monday.jsonl)" in entry.reason
+    assert (again.skipped, again.rejected) == (2, 0)
+
+
+def test_same_source_rejection_has_no_hint(ledger: TaskLedger, tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "h.jsonl", [line("a", "processing", 0), line("a", "processing", 1)]
+    )
+
+    _, rejected = run_import(ledger, path)
+
+    assert len(rejected) == 1
+    assert "cannot move to processing" in rejected[0].reason
+    assert "--source" not in rejected[0].reason
+
+
 def test_finished_tasks_leave_memory_and_come_back(
     ledger: TaskLedger, db: Db, tmp_path: Path
 ) -> None:
