@@ -19,6 +19,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg.rows import DictRow
 
 from domain.values import EARLIEST_TIME, LATEST_TIME
+from infrastructure.mapper import JsonStoredEvent
 
 MAX_DECIMAL_DIGITS = 1000
 
@@ -131,7 +132,11 @@ def _add_columns(
 ) -> None:
     last = len(stored_events) - 1
     for index, event in enumerate(stored_events):
-        parsed = _json_object(event.state)
+        parsed = (
+            (event.text, event.document)
+            if isinstance(event, JsonStoredEvent)
+            else _json_object(event.state)
+        )
         text, document = parsed if parsed is not None else (None, None)
         metadata = dict(context.metadata)
         if index == last and context.idempotency_key is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -17,6 +18,23 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import TypeAdapter, ValidationError
+
+
+@dataclass(frozen=True)
+class JsonStoredEvent(StoredEvent):
+    """A stored event whose state is jsonb text that this mapper wrote.
+
+    text is the state decoded, and document the object it encodes, so that the
+    recorder need not parse the state again to store it as jsonb.
+    """
+
+    text: str = field(default="", repr=False, compare=False)
+    document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+# jsonb rejects the escape of NUL. An escaped backslash before "u0000" also
+# matches, and that state takes the slower path that checks it exactly.
+_NUL_ESCAPE = "\\u0000"
 
 
 @cache
@@ -47,7 +65,18 @@ class PydanticMapper(Mapper[Any]):
         class_version = getattr(event_class, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
-        encoded = jsonb_text(state).encode("utf-8")
+        text = jsonb_text(state)
+        encoded = text.encode("utf-8")
+        topic = get_topic(event_class)
+        if not self.compressor and not self.cipher and _NUL_ESCAPE not in text:
+            return JsonStoredEvent(
+                originator_id=domain_event.originator_id,
+                originator_version=originator_version,
+                topic=topic,
+                state=encoded,
+                text=text,
+                document=state,
+            )
         if self.compressor:
             encoded = self.compressor.compress(encoded)
         if self.cipher:
@@ -55,7 +84,7 @@ class PydanticMapper(Mapper[Any]):
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=originator_version,
-            topic=get_topic(event_class),
+            topic=topic,
             state=encoded,
         )
 

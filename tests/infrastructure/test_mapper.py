@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.task import Task
-from infrastructure.mapper import PydanticMapper, jsonb_text
+from infrastructure.mapper import JsonStoredEvent, PydanticMapper, jsonb_text
 
 # Characters jsonb stores: no NUL and no lone surrogates.
 storable_text = st.text(
@@ -115,6 +115,17 @@ def test_mapper_round_trips_task_event() -> None:
     assert decoded == created
     assert stored.state.decode() == jsonb_text(json.loads(stored.state))
     assert b"originator_id" not in stored.state
+
+
+def test_nul_escape_text_takes_checked_path() -> None:
+    mapper = PydanticMapper()
+    # Text of a backslash then "u0000", which looks like the NUL escape in JSON.
+    fields = {"agent_id": "a", "agent_name": "A", "message": "m", "task_type": "t"}
+    [plain] = Task.create(**fields, metadata={"k": "\\u0000"}).collect_events()
+    [other] = Task.create(**fields, metadata={"k": "u0000"}).collect_events()
+
+    assert not isinstance(mapper.to_stored_event(plain), JsonStoredEvent)
+    assert isinstance(mapper.to_stored_event(other), JsonStoredEvent)
 
 
 def test_mapper_upcasts_failed_v1() -> None:

@@ -21,9 +21,10 @@ from eventsourcing.persistence import (
 from psycopg import sql
 
 from domain.errors import ConfigurationError
+from domain.task import Task
 from infrastructure.datastore import LedgerDatastore
 from infrastructure.event_rows import MAX_ROW_VALUES
-from infrastructure.mapper import jsonb_text
+from infrastructure.mapper import JsonStoredEvent, PydanticMapper, jsonb_text
 from infrastructure.persistence import TaskEventsProcessRecorder
 from infrastructure.recorders import (
     AppendContext,
@@ -148,6 +149,40 @@ def test_other_states_are_kept_as_bytes(
     recorder.insert_events([event])
 
     assert columns(db, event) == (False, True)
+
+
+def test_mapper_state_stored_like_parsed_state(
+    recorder: TaskEventsRecorder, db: Db
+) -> None:
+    mapper = PydanticMapper()
+    fields = {
+        "agent_id": "a",
+        "agent_name": "A",
+        "message": "m",
+        "task_type": "chat",
+        "user_id": "u1",
+        "metadata": {"f": 0.1, "n": 2**60, "s": "\u00e9\u001f", "big": 1e20},
+        "timestamp": datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC),
+    }
+    [first] = Task.create(**fields).collect_events()
+    [second] = Task.create(**fields).collect_events()
+    mapped = mapper.to_stored_event(first)
+    state = mapper.to_stored_event(second)
+    plain = StoredEvent(state.originator_id, 1, state.topic, state.state)
+    context = AppendContext(use_database_clock=False)
+
+    recorder.append([mapped], context=context)
+    recorder.append([plain], context=context)
+    rows = db.execute(
+        "select payload, user_id, occurred_at, event_type, state "
+        "from task_events order by position"
+    ).fetchall()
+
+    assert isinstance(mapped, JsonStoredEvent)
+    assert rows[0] == rows[1]
+    assert rows[0][1] == "u1"
+    assert rows[0][2] == fields["timestamp"]
+    assert rows[0][4] is None
 
 
 def test_ledger_events_are_payloads(ledger: TaskLedger, db: Db) -> None:
