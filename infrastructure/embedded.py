@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -36,7 +37,9 @@ class EmbeddedPostgres:
     """A PostgreSQL 16 server started on demand from the pgserver wheel.
 
     The server keeps running while any process uses it, and the last process
-    to close it stops it. The data stays in the data directory between runs.
+    to close it stops it. A process that ended without closing it, as after
+    SIGKILL, is forgotten at the next start. The data stays in the data
+    directory between runs.
     """
 
     def __init__(self, data_dir: Path | None = None) -> None:
@@ -57,6 +60,7 @@ class EmbeddedPostgres:
         except ImportError as error:
             raise ConfigurationError(NOT_INSTALLED) from error
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _forget_ended_processes(self.data_dir)
         logger.info(
             "starting embedded PostgreSQL",
             extra={"action": "embedded_start", "data_dir": str(self.data_dir)},
@@ -75,3 +79,48 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+# pgserver 0.1 lists the processes that use a server in this file of the data
+# directory, and the last one to close stops the server.
+HANDLES_FILE = ".handle_pids.json"
+
+
+def _forget_ended_processes(data_dir: Path) -> None:
+    """Remove the ended processes from pgserver's list of the server's users.
+
+    A process killed with SIGKILL stays in the list, so the server would
+    otherwise run on after every live user has closed it.
+    """
+    from pgserver.postgres_server import PostgresServer  # noqa: PLC0415
+
+    path = data_dir / HANDLES_FILE
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(pids, list):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _is_running(pid)]
+        if alive != pids:
+            logger.info(
+                "forgetting ended users of the embedded PostgreSQL",
+                extra={
+                    "action": "embedded_forget",
+                    "pids": sorted(set(pids) - set(alive)),
+                },
+            )
+            path.write_text(json.dumps(alive))
+
+
+def _is_running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
