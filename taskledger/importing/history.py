@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +22,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
 from psycopg.sql import SQL
 
+from domain.status import TaskStatus
 from domain.task import Task
 from infrastructure.recorders import TaskEventsRecorder
 
@@ -53,6 +55,15 @@ class RecordedCommand:
     def ordinal(self) -> int | None:
         return ordinal_of(self.key)
 
+    @property
+    def transition(self) -> tuple[TaskStatus, datetime] | None:
+        """Return the status the command moved the task to, and when."""
+        if not self.events:
+            return None
+        last = self.events[-1]
+        status = type(last).resulting_status
+        return None if status is None else (status, last.timestamp)
+
 
 @dataclass(slots=True)
 class TrackedTask:
@@ -61,13 +72,21 @@ class TrackedTask:
     An import keeps one per task in flight. The deque of commands ahead
     exists only while it contains some, because an empty deque takes 760
     bytes, a quarter of a tracked task. other_source is the latest source,
-    other than this import's, that imported commands of the task.
+    other than this import's, that imported commands of the task, and
+    imported_elsewhere the status and time of each of those commands.
     """
 
     task: Task | None
     next_ordinal: int
     ahead: deque[RecordedCommand] | None = None
     other_source: str | None = None
+    imported_elsewhere: set[tuple[TaskStatus, datetime]] | None = None
+
+    def was_imported_elsewhere(self, status: TaskStatus, moment: datetime) -> bool:
+        """Return whether another source imported this status at this moment."""
+        if self.imported_elsewhere is None:
+            return False
+        return (status, moment) in self.imported_elsewhere
 
     def next_ahead(self) -> RecordedCommand | None:
         """Return the first command ahead, if any, without taking it."""
@@ -162,6 +181,9 @@ class TaskLoader:
         for command in history:
             if command.source not in (None, self.source):
                 tracked.other_source = command.source
+                if (transition := command.transition) is not None:
+                    tracked.imported_elsewhere = tracked.imported_elsewhere or set()
+                    tracked.imported_elsewhere.add(transition)
         split = len(history)
         for index, command in enumerate(history):
             if command.source == self.source and (command.line or 0) >= line:

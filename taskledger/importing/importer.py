@@ -223,6 +223,9 @@ class Importer:
     def _decide_transition(
         self, entry: Transition, tracked: TrackedTask, outcome: _Outcome
     ) -> None:
+        if _imported_elsewhere(entry, tracked):
+            outcome.counts.skipped += 1
+            return
         plan = plan_transition(tracked.task, entry, self.rules)
         if plan is None:
             outcome.counts.ignored += 1
@@ -275,6 +278,20 @@ class Importer:
             if tracked.task is None or tracked.task.status.is_terminal:
                 del self.tracked[task_id]
         self.summary.tasks_in_memory = len(self.tracked)
+
+
+def _imported_elsewhere(entry: Transition, tracked: TrackedTask) -> bool:
+    """Return whether another source imported this transition of the task.
+
+    A renamed copy of a file, or a log that overlaps another, repeats such
+    transitions, and they are skipped, unless this source recorded the same
+    transition at this point.
+    """
+    transition = (entry.status, entry.occurred_at)
+    if not tracked.was_imported_elsewhere(*transition):
+        return False
+    recorded = tracked.next_ahead()
+    return recorded is None or recorded.transition != transition
 
 
 def _source_hint(other_source: str | None) -> str:

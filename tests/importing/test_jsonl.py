@@ -365,18 +365,59 @@ def test_second_file_continues_tasks_of_first(
     assert event_types(db, "a") == ["created", "started", "completed"]
 
 
-def test_renamed_file_names_earlier_source(ledger: TaskLedger, tmp_path: Path) -> None:
-    lines = [line("a", "pending", 0), line("a", "processing", 1)]
+def test_renamed_file_skips_imported_lines(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    lines = [
+        line("a", "pending", 0),
+        line("a", "processing", 1),
+        line("b", "pending", 2),
+        line("b", "cancelled", 2),
+    ]
     run_import(ledger, write_jsonl(tmp_path / "monday.jsonl", lines))
 
     summary, rejected = run_import(ledger, write_jsonl(tmp_path / "copy.jsonl", lines))
-    again, _ = run_import(ledger, tmp_path / "copy.jsonl", source="monday.jsonl")
 
-    assert summary.rejected == 2
-    for entry in rejected:
-        assert "imported from 'monday.jsonl'" in entry.reason
-        assert "source 'monday.jsonl' (--source monday.jsonl)" in entry.reason
-    assert (again.skipped, again.rejected) == (2, 0)
+    assert rejected == []
+    assert (summary.imported, summary.skipped) == (0, 4)
+    assert event_types(db, "a") == ["created", "started"]
+    assert event_types(db, "b") == ["created", "cancelled"]
+
+
+def test_overlapping_file_appends_only_new_lines(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    monday = [line("a", "pending", 0), line("a", "processing", 1)]
+    tuesday = [line("a", "processing", 1), line("a", "completed", 2)]
+    run_import(ledger, write_jsonl(tmp_path / "monday.jsonl", monday))
+
+    summary, rejected = run_import(ledger, write_jsonl(tmp_path / "tue.jsonl", tuesday))
+    again, _ = run_import(ledger, tmp_path / "tue.jsonl")
+
+    assert rejected == []
+    assert (summary.imported, summary.skipped) == (1, 1)
+    assert (again.imported, again.skipped) == (0, 2)
+    assert event_types(db, "a") == ["created", "started", "completed"]
+
+
+def test_changed_copy_names_earlier_source(ledger: TaskLedger, tmp_path: Path) -> None:
+    first = [line("a", "pending", 0), line("a", "processing", 5)]
+    changed = [line("a", "pending", 0), line("a", "processing", 3)]
+    run_import(ledger, write_jsonl(tmp_path / "monday.jsonl", first))
+
+    summary, rejected = run_import(
+        ledger, write_jsonl(tmp_path / "copy.jsonl", changed)
+    )
+    again, again_rejected = run_import(
+        ledger, tmp_path / "copy.jsonl", source="monday.jsonl"
+    )
+
+    assert (summary.skipped, summary.rejected) == (1, 1)
+    assert "cannot move to processing" in rejected[0].reason
+    assert "imported from 'monday.jsonl'" in rejected[0].reason
+    assert "source 'monday.jsonl' (--source monday.jsonl)" in rejected[0].reason
+    assert (again.skipped, again.rejected) == (1, 1)
+    assert "recorded a different transition" in again_rejected[0].reason
 
 
 def test_same_source_rejection_has_no_hint(ledger: TaskLedger, tmp_path: Path) -> None:
