@@ -82,8 +82,23 @@ def mask_conninfo(url: str) -> str:
 
 
 def resolve_database_url(url: str | None) -> str | None:
-    """Return the explicit URL, else TASKLEDGER_DATABASE_URL, else None."""
-    chosen = url or os.environ.get(DATABASE_URL_VARIABLE) or None
+    """Return the explicit URL, else TASKLEDGER_DATABASE_URL, else None.
+
+    An empty URL raises ConfigurationError, because a script whose URL variable
+    expanded to nothing would otherwise write to the embedded server.
+    """
+    if url is not None and not url.strip():
+        raise ConfigurationError(
+            "the database URL is empty; give a PostgreSQL URL, or leave out "
+            "--database-url (database_url in Python) to use the embedded server"
+        )
+    variable = os.environ.get(DATABASE_URL_VARIABLE)
+    if url is None and variable is not None and not variable.strip():
+        raise ConfigurationError(
+            f"{DATABASE_URL_VARIABLE} is set but empty; set it to a PostgreSQL "
+            "URL, or unset it to use the embedded server"
+        )
+    chosen = url or variable or None
     if chosen is not None:
         check_connection_mode(chosen)
     return chosen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -26,6 +27,7 @@ from taskledger.cli_common import (
     configure_logging,
     console,
     database_target,
+    fail,
     reported_errors,
     settings_of,
 )
@@ -187,7 +189,44 @@ def main() -> None:
     # PostgreSQL that this process started is stopped. `project` installs its
     # own handler for the time it runs.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    misplaced = misplaced_global_option(sys.argv[1:])
+    if misplaced is not None:
+        option, command = misplaced
+        raise SystemExit(
+            fail(
+                f"{option} is a global option, so it goes before the command: "
+                f"taskledger {option} VALUE {command} ...",
+                USAGE_ERROR,
+            ).exit_code
+        )
     app()
+
+
+# The exit code of a command line that cannot be parsed, as click uses.
+USAGE_ERROR = 2
+GLOBAL_OPTIONS = frozenset({"--database-url", "--data-dir", "--schema", "--log-level"})
+
+
+def misplaced_global_option(args: list[str]) -> tuple[str, str] | None:
+    """Return a global option given after the command, and that command.
+
+    The global options take a value each. The command is the first argument
+    that is neither an option nor the value of a global option.
+    """
+    index = 0
+    while index < len(args) and args[index].startswith("-"):
+        if args[index] == "--":
+            return None
+        index += 2 if args[index] in GLOBAL_OPTIONS else 1
+    if index >= len(args):
+        return None
+    for arg in args[index + 1 :]:
+        if arg == "--":
+            return None
+        option = arg.split("=", 1)[0]
+        if option in GLOBAL_OPTIONS:
+            return option, args[index]
+    return None
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

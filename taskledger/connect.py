@@ -50,8 +50,8 @@ def _require_ledger(conn: psycopg.Connection[Any], schema: str, url: str) -> Non
     if not row or not row[0]:
         raise ConfigurationError(
             f"schema {schema!r} at {mask_conninfo(url)} has no ledger tables; "
-            "run `taskledger migrate` (or open with migrate=True), or check the "
-            "schema name"
+            "check the schema name, and if it is right, create the tables with "
+            "`taskledger migrate` (in Python, open with migrate=True)"
         )
 
 

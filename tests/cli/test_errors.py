@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from domain.errors import DatabaseUnavailableError
 from taskledger import cli_import
-from taskledger.cli import app
+from taskledger.cli import app, main, misplaced_global_option
 from taskledger.cli_common import describe_error
 from taskledger.importing import ImportSummary
 from tests.cli.conftest import Invoke
@@ -47,6 +48,59 @@ def test_transaction_pooler_url_is_rejected() -> None:
     assert "transaction-mode pooler (port 6543)" in result.stderr
     assert "alice:***@" in result.stderr
     assert "s3cret" not in result.output
+
+
+def test_empty_url_option_is_rejected() -> None:
+    result = runner.invoke(app, ["--database-url", " ", "tasks"])
+
+    assert result.exit_code == 1
+    assert "database URL is empty" in result.stderr
+    assert "leave out --database-url" in result.stderr
+
+
+def test_empty_url_variable_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKLEDGER_DATABASE_URL", "")
+
+    result = runner.invoke(app, ["tasks"])
+
+    assert result.exit_code == 1
+    assert "TASKLEDGER_DATABASE_URL is set but empty" in result.stderr
+    assert "unset it" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tasks", "--schema", "s"], ("--schema", "tasks")),
+        (
+            ["--schema", "tasks", "import", "f", "--database-url=u"],
+            ("--database-url", "import"),
+        ),
+        (["--log-level", "debug", "tasks", "--limit", "2"], None),
+        (["import", "--source", "s", "f.jsonl"], None),
+        (["import", "--", "--schema"], None),
+        (["--version"], None),
+    ],
+)
+def test_misplaced_global_option_is_found(
+    args: list[str], expected: tuple[str, str] | None
+) -> None:
+    assert misplaced_global_option(args) == expected
+
+
+def test_misplaced_global_option_is_explained(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["taskledger", "tasks", "--schema", "s"])
+
+    with pytest.raises(SystemExit) as stopped:
+        main()
+
+    assert stopped.value.code == 2
+    assert capfd.readouterr().err.strip() == (
+        "error: --schema is a global option, so it goes before the command: "
+        "taskledger --schema VALUE tasks ..."
+    )
 
 
 def test_debug_log_level_shows_traceback() -> None:
