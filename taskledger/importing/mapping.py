@@ -139,11 +139,47 @@ def load_mapping(path: Path) -> XesMapping:
     try:
         return XesMapping.model_validate(document)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the file"
         raise MappingError(
-            f"mapping file {path} is invalid at {where}: {first['msg']}"
+            f"mapping file {path} is invalid: {_describe(error)}"
         ) from None
+
+
+def _describe(error: ValidationError) -> str:
+    """Return the first problem of a mapping, naming keys as the TOML file does.
+
+    An unknown key comes first, because a misspelt key also leaves the key it
+    meant missing.
+    """
+    errors = error.errors(include_url=False)
+    unknown = [item for item in errors if item["type"] == "extra_forbidden"]
+    first = (unknown or errors)[0]
+    where = _location(first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{where} is not a known key"
+    if first["type"] == "missing":
+        return f"{where} is missing"
+    if first["type"] in ("enum", "literal_error"):
+        allowed = ", ".join([status.value for status in TaskStatus] + [IGNORE])
+        return f"{where} is {first['input']!r}, not one of: {allowed}"
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """Write a pydantic error location as the keys and [[table]] numbers of TOML.
+
+    Parts with brackets name the member of a union that pydantic tried, not a
+    key, and are left out.
+    """
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int) and parts:
+            parts[-1] = f"[[{parts[-1].removeprefix('key ')}]] number {part + 1}"
+        elif isinstance(part, str) and "[" not in part:
+            if parts and parts[-1].startswith("key "):
+                parts[-1] += f".{part}"
+            else:
+                parts.append(f"key {part}")
+    return ", ".join(parts) or "the file"
 
 
 def _glob(pattern: str | None, value: str | None) -> bool:

@@ -153,7 +153,8 @@ def test_wrong_mapping_is_one_sentence(invoke: Invoke, tmp_path: Path) -> None:
     result = invoke("import", str(path), "--mapping", str(mapping))
 
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: mapping file {mapping} is invalid at")
+    assert result.stderr.startswith(f"error: mapping file {mapping} is invalid: ")
+    assert "key status is 'finished', not one of" in result.stderr
     assert "Traceback" not in result.output
 
 

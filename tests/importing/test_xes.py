@@ -313,8 +313,21 @@ def test_entity_expansion_is_refused(ledger: TaskLedger, tmp_path: Path) -> None
     ("text", "message"),
     [
         ("status = [", "is not valid TOML"),
-        ("[[status]]\nname = 'A'\nstatus = 'done'\n", "is invalid at status.0.status"),
-        ("task_id = 'x'\n", "is invalid at status"),
+        (
+            "[[status]]\nname = 'A'\nstatus = 'done'\n",
+            "invalid: \\[\\[status\\]\\] number 1, key status is 'done', not one of: "
+            "pending, processing, waiting, completed, failed, cancelled, ignore$",
+        ),
+        ("task_id = 'x'\n", "invalid: key status is missing$"),
+        (
+            "[[statuses]]\nname = 'A'\nstatus = 'pending'\n",
+            "invalid: key statuses is not a known key$",
+        ),
+        (
+            "[fields]\nagent_id = { evnt = 'a' }\n[[status]]\nname = 'A'\n"
+            "status = 'pending'\n",
+            "invalid: key fields.agent_id.evnt is not a known key$",
+        ),
         ("[[status]]\nstatus = 'pending'\n", "give name, lifecycle or both"),
         (
             "[fields]\nagent_id = { event = 'a', trace = 'b' }\n"
