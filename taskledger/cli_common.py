@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -217,3 +219,28 @@ def _describe_os_error(error: OSError) -> str:
     # Errors raised by libraries (gzip, for example) often carry no strerror.
     reason = error.strerror or str(error) or type(error).__name__
     return f"{error.filename or 'a file'} cannot be read: {reason}"
+
+
+# A date with a UTC offset and no time, such as 2024-05-01+05:30.
+_DATE_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[+-]\d{2}:\d{2}")
+
+
+def aware_datetime(text: str) -> datetime:
+    """Parse an ISO 8601 time that carries a UTC offset, or a date with one."""
+    readable = text
+    if _DATE_WITH_OFFSET.fullmatch(text):
+        # Python reads 2024-05-01+05:30 as 05:30 on that day, taking '+' as the
+        # separator of date and time. The user means midnight at +05:30.
+        readable = f"{text[:10]}T00:00:00{text[10:]}"
+    try:
+        moment = datetime.fromisoformat(readable)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 time, e.g. 2024-05-01T10:00:00+00:00"
+        ) from None
+    if moment.tzinfo is None:
+        example = moment.replace(tzinfo=UTC).isoformat()
+        raise typer.BadParameter(
+            f"{text!r} has no UTC offset; give a time with one, e.g. {example}"
+        )
+    return moment

@@ -21,6 +21,7 @@ from rich.table import Table
 from domain.errors import ProjectionLagError, StorageError
 from taskledger.cli_common import (
     CommandFailedError,
+    aware_datetime,
     console,
     describe_error,
     error_console,
@@ -106,7 +107,8 @@ def import_command(
         datetime | None,
         typer.Option(
             "--epoch",
-            formats=["%Y-%m-%dT%H:%M:%S%z"],
+            parser=aware_datetime,
+            metavar="TIME",
             help="Time that second 0 of an Alibaba trace stands for, with a UTC "
             "offset, e.g. 2023-01-01T00:00:00+00:00.",
             show_default="1970-01-01T00:00:00+00:00",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import queue
-import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -22,6 +21,7 @@ from domain.update import TaskUpdate
 from domain.values import require_id
 from projections.history import HistoryEntry
 from taskledger.cli_common import (
+    aware_datetime,
     console,
     error_console,
     fail,
@@ -34,34 +34,12 @@ from taskledger.importing import task_uuid
 from taskledger.ledger import TaskLedger
 
 DEFAULT_WAIT_SECONDS = 10.0
-_DATE_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[+-]\d{2}:\d{2}")
 # Below this many columns, the task table squeezes its columns to a few
 # letters, so `tasks` prints two lines per task instead.
 TASK_TABLE_WIDTH = 130
 # Below this many columns, the history table folds idempotency keys over
 # several lines, so `history` prints a line per event and one per key.
 HISTORY_TABLE_WIDTH = 120
-
-
-def aware_datetime(text: str) -> datetime:
-    """Parse an ISO 8601 time that carries a UTC offset, or a date with one."""
-    readable = text
-    if _DATE_WITH_OFFSET.fullmatch(text):
-        # Python reads 2024-05-01+05:30 as 05:30 on that day, taking '+' as the
-        # separator of date and time. The user means midnight at +05:30.
-        readable = f"{text[:10]}T00:00:00{text[10:]}"
-    try:
-        moment = datetime.fromisoformat(readable)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not an ISO 8601 time, e.g. 2024-05-01T10:00:00+00:00"
-        ) from None
-    if moment.tzinfo is None:
-        example = moment.replace(tzinfo=UTC).isoformat()
-        raise typer.BadParameter(
-            f"{text!r} has no UTC offset; give a time with one, e.g. {example}"
-        )
-    return moment
 
 
 AgentOption = Annotated[

@@ -122,6 +122,26 @@ def test_import_ends_with_events_projected(
     assert tasks.fetchone() == (1000,)
 
 
+@pytest.mark.parametrize(
+    "epoch", ["2023-07-01+02:00", "2023-06-30T22:00:00Z", "2023-07-01T00:00:00+02:00"]
+)
+def test_import_epoch_takes_any_aware_form(
+    invoke: Invoke, db: Db, tmp_path: Path, epoch: str
+) -> None:
+    path = tmp_path / "pods.csv"
+    path.write_text(
+        "name,qos,pod_phase,creation_time,deletion_time,scheduled_time\n"
+        "pod-1,LS,Succeeded,60,120,90\n"
+    )
+
+    result = invoke("import", str(path), "--epoch", epoch, "--json")
+
+    assert result.exit_code == 0, result.output
+    row = db.execute("select min(occurred_at) from task_events").fetchone()
+    assert row is not None
+    assert row[0].isoformat() == "2023-06-30T22:01:00+00:00"
+
+
 def test_import_warns_when_projection_stalls(
     invoke: Invoke,
     database_url: str,
