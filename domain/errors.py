@@ -87,6 +87,14 @@ class ProjectionError(LedgerError):
     """The projector met an event it cannot apply."""
 
 
+class ReadModelDamagedError(ProjectionError):
+    """A read model row does not follow from the events before it.
+
+    Something other than the projector deleted or changed the row, so the
+    next event of its task cannot be applied to it.
+    """
+
+
 class ProjectionLagError(LedgerError):
     """The projection did not reach a position in time."""
 

@@ -24,7 +24,7 @@ from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL
 
-from domain.errors import ProjectionError
+from domain.errors import ProjectionError, ReadModelDamagedError
 from domain.record import TaskRecord, evolve
 from domain.task import Task
 from infrastructure.mapper import PydanticMapper
@@ -207,10 +207,28 @@ class TaskProjector:
                 # starts at it and raises, so the projection stops right there.
                 break
             before = records.get(row["task_id"])
+            self._check_follows(before, event, row)
             after = evolve(before, event, row["position"])
             records[after.id] = after
             changes.append(TaskChange(row["position"], event.event_type, before, after))
         return FoldedBatch(checkpoint, changes, records)
+
+    def _check_follows(
+        self, before: TaskRecord | None, event: Task.Event, row: DictRow
+    ) -> None:
+        """Raise ReadModelDamagedError unless the event is the task's next one."""
+        version = 0 if before is None else before.version
+        if event.originator_version == version + 1:
+            return
+        found = "no row" if before is None else f"a row at version {version}"
+        raise ReadModelDamagedError(
+            f"{self.tables.tasks} has {found} for task {row['task_id']}, but its "
+            f"event at position {row['position']} is version "
+            f"{event.originator_version}: the row was deleted or changed outside "
+            "the projector. Run `taskledger rebuild` (TaskLedger.rebuild() in "
+            "Python) to rebuild the read model from the events, then restart the "
+            "processes whose projection stopped"
+        )
 
     def _write(
         self,

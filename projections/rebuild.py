@@ -30,8 +30,14 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL
 from pydantic import BaseModel, ConfigDict
 
-from domain.errors import ConfigurationError, LedgerError, StorageError
+from domain.errors import (
+    ConfigurationError,
+    LedgerError,
+    ReadModelDamagedError,
+    StorageError,
+)
 from infrastructure.recorders import EVENTS_TABLE
+from projections.missed_updates import MissedUpdates
 from projections.projector import BatchResult, TaskProjector
 from projections.runner import projection_lock_key
 from projections.table_copies import (
@@ -308,8 +314,11 @@ class _Swap:
             # Up to the head as the lock was taken: the live projector applies
             # later events after the swap, so writers cannot prolong it.
             head = read_head(conn, self.live)
-            while self.live_projector.project_batch(conn, through=head) is not None:
-                pass
+            try:
+                while self.live_projector.project_batch(conn, through=head):
+                    pass
+            except ReadModelDamagedError as error:
+                self._skip_damage(error, head)
             position = self.live_projector.checkpoint(conn)
             events = 0
             while (
@@ -329,6 +338,23 @@ class _Swap:
             )
         self.events = events
         return position
+
+    def _skip_damage(self, error: ReadModelDamagedError, head: int) -> None:
+        """Write the live task updates up to head from the events alone.
+
+        The live read model is about to be replaced, so its damaged rows need
+        no repair, but its subscribers still need the updates it could not
+        write.
+        """
+        checkpoint = self.live_projector.checkpoint(self.conn)
+        logger.warning(
+            "the live read model is damaged (%s); the rebuild replaces it, and "
+            "writes the task updates after position %d from the events",
+            error,
+            checkpoint,
+            extra={"action": "rebuild_damaged_read_model", "position": checkpoint},
+        )
+        MissedUpdates(self.live).write(self.conn, checkpoint, head)
 
     def _lock_live_tables(self) -> None:
         self.conn.execute(self.live.lock_read_model("access exclusive"))

@@ -84,6 +84,14 @@ class ProjectorRunner:
         )
         self._thread.start()
 
+    def resume(self) -> None:
+        """Start again after the projection stopped with an error."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self.error = None
+        self._cancelled = 0
+        self.start()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         if self._thread is not None:

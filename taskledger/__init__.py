@@ -12,6 +12,7 @@ from domain.errors import (
     LedgerError,
     ProjectionError,
     ProjectionLagError,
+    ReadModelDamagedError,
     StorageError,
     TaskNotFoundError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "LedgerError",
     "ProjectionError",
     "ProjectionLagError",
+    "ReadModelDamagedError",
     "StorageError",
     "Subscription",
     "TaskLedger",

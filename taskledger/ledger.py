@@ -15,7 +15,7 @@ from uuid import UUID
 from psycopg import Connection as PgConnection
 from psycopg.rows import DictRow
 
-from domain.errors import ProjectionLagError
+from domain.errors import ProjectionLagError, ReadModelDamagedError
 from domain.record import TaskRecord
 from domain.status import TaskStatus
 from domain.update import TaskUpdate
@@ -243,15 +243,20 @@ class TaskLedger(LedgerCommands):
         """Replay every event into fresh read-model tables and swap them in.
 
         Commands and queries go on meanwhile; an interrupted rebuild resumes
-        when called again. progress receives a report after each batch.
+        when called again. progress receives a report after each batch. A
+        projection of this ledger that stopped at a damaged row resumes.
         """
         with translated_errors("rebuild"):
-            return rebuild_projection(
+            result = rebuild_projection(
                 self._connection.url,
                 self.schema,
                 progress=progress,
                 batch_size=batch_size,
             )
+        if self._project and isinstance(self._projector.error, ReadModelDamagedError):
+            # The damaged rows that stopped the projection are gone.
+            self._projector.resume()
+        return result
 
     @contextmanager
     def _reading(

@@ -307,3 +307,24 @@ def test_recorder_appends_as_service_role(database_url: str) -> None:
             conn.execute(
                 sql.SQL("drop schema {} cascade").format(sql.Identifier(schema))
             )
+
+
+READ_MODEL_TABLES = (
+    "agent_tasks",
+    "task_updates",
+    "task_statistics",
+    "task_duration_bins",
+    "task_statistics_totals",
+    "task_duration_bins_totals",
+)
+
+
+@pytest.mark.parametrize("table", READ_MODEL_TABLES)
+def test_service_role_reads_read_model_only(
+    db: Db, owners: Owners, schema: str, table: str
+) -> None:
+    target = sql.Identifier(schema, table)
+    with acting_as(db, "service_role"):
+        db.execute(sql.SQL("select count(*) from {}").format(target))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.execute(sql.SQL("delete from {}").format(target))
