@@ -46,6 +46,7 @@ from projections.table_copies import (
     same_columns,
     table_exists,
 )
+from projections.table_dependents import dependents
 from projections.tables import ProjectionTables
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ CATCH_UP_PASSES = 3
 
 class RebuildInProgressError(LedgerError):
     """Another process is rebuilding the same schema's read model."""
+
+
+class RebuildBlockedError(LedgerError):
+    """A rebuild that cannot replace a read model table, because objects
+    outside the ledger depend on it. The message names them."""
 
 
 class RebuildProgress(BaseModel):
@@ -106,9 +112,10 @@ def rebuild_projection(
     """Rebuild agent_tasks and the statistics of schema from task_events.
 
     Raises ConfigurationError when the schema has no ledger tables,
-    RebuildInProgressError when another rebuild of the schema runs, and
-    StorageError when readers kept the live tables locked longer than
-    lock_timeout seconds in each of swap_attempts attempts.
+    RebuildInProgressError when another rebuild of the schema runs,
+    RebuildBlockedError when views, functions or foreign keys depend on the
+    live tables, and StorageError when readers kept the live tables locked
+    longer than lock_timeout seconds in each of swap_attempts attempts.
     """
     live = ProjectionTables(schema)
     copies = ProjectionTables.rebuild_copies(schema)
@@ -120,6 +127,7 @@ def rebuild_projection(
         application_name=APPLICATION_NAME,
     ) as conn:
         _require_ledger_tables(conn, live)
+        check_no_dependents(conn, live)
         _hold_rebuild_lock(conn, copies)
         resumed = _prepare_copies(conn, live, copies)
         projector = TaskProjector(copies, batch_size=batch_size, notify=False)
@@ -147,6 +155,26 @@ def _require_ledger_tables(conn: Connection[DictRow], live: ProjectionTables) ->
                 f"schema {live.schema!r} has no table {name}; run `taskledger "
                 "migrate`, or check the schema name"
             )
+
+
+def check_no_dependents(conn: Connection[DictRow], live: ProjectionTables) -> None:
+    """Raise RebuildBlockedError if objects depend on a live read model table.
+
+    The swap drops the live tables, which fails while a view, a function of
+    the table's row type or a foreign key depends on one.
+    """
+    found = [
+        (name, objects)
+        for name in live.read_model_names
+        if (objects := dependents(conn, live.schema, name))
+    ]
+    if not found:
+        return
+    listed = "; ".join(f"{name}: {', '.join(objects)}" for name, objects in found)
+    raise RebuildBlockedError(
+        f"the rebuild cannot replace tables that other objects depend on ({listed}); "
+        "drop those objects, rebuild, then create them again"
+    )
 
 
 def _hold_rebuild_lock(conn: Connection[DictRow], copies: ProjectionTables) -> None:
@@ -326,6 +354,7 @@ class _Swap:
             ) is not None:
                 events += result.events
             self._lock_live_tables()
+            check_no_dependents(conn, self.live)
             for name, copy in zip(
                 self.live.read_model_names, self.copies.read_model_names, strict=True
             ):

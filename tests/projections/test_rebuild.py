@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 
 from projections.rebuild import (
+    RebuildBlockedError,
     RebuildInProgressError,
     RebuildProgress,
     rebuild_projection,
@@ -346,3 +347,45 @@ def test_rebuild_of_schema_without_tables_is_reported(
 ) -> None:
     with pytest.raises(ConfigurationError, match="has no table task_events"):
         rebuild_projection(database_url, schema)
+
+
+def test_dependents_block_rebuild_before_replay(
+    ledger: TaskLedger, db: psycopg.Connection[tuple[object, ...]], schema: str
+) -> None:
+    ledger.create_task("a", "A", "m", "chat")
+    db.execute("create view open_tasks as select id from agent_tasks")
+    db.execute(
+        "create function all_tasks() returns setof agent_tasks "
+        "language sql as 'select * from agent_tasks'"
+    )
+    db.execute("create table notes (task_id uuid references agent_tasks (id))")
+
+    with pytest.raises(RebuildBlockedError) as raised:
+        ledger.rebuild()
+
+    message = str(raised.value)
+    assert f"view {schema}.open_tasks" in message
+    assert f"function {schema}.all_tasks()" in message
+    assert f"foreign key notes_task_id_fkey of table {schema}.notes" in message
+    copy = db.execute("select to_regclass('agent_tasks_rebuild')").fetchone()
+    assert copy == (None,)
+
+
+def test_view_made_during_rebuild_blocks_swap(
+    ledger: TaskLedger,
+    database_url: str,
+    schema: str,
+    db: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    load(ledger, database_url, schema, 50)
+
+    def add_view(report: RebuildProgress) -> None:
+        db.execute("create or replace view open_tasks as select id from agent_tasks")
+
+    with pytest.raises(RebuildBlockedError, match="open_tasks"):
+        ledger.rebuild(progress=add_view, batch_size=20)
+    db.execute("drop view open_tasks")
+    result = ledger.rebuild()
+
+    assert result.resumed
+    assert ledger.get_tasks().total == 50
