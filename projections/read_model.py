@@ -31,6 +31,8 @@ _COLUMN_TYPES = {
     "duration_ms": "bigint", "wait_ms": "bigint", "attempts": "integer",
     "version": "bigint", "position": "bigint", "created_position": "bigint",
 }  # fmt: skip
+# The agent_tasks columns that the projector writes.
+PROJECTED_COLUMNS = frozenset(_COLUMN_TYPES)
 
 
 def record_from_row(row: DictRow) -> TaskRecord:

@@ -39,8 +39,10 @@ from domain.errors import (
 from infrastructure.recorders import EVENTS_TABLE
 from projections.missed_updates import MissedUpdates
 from projections.projector import BatchResult, TaskProjector
+from projections.read_model import PROJECTED_COLUMNS
 from projections.runner import projection_lock_key
 from projections.table_copies import (
+    copy_other_columns,
     create_copy,
     replace_table,
     same_columns,
@@ -355,6 +357,13 @@ class _Swap:
                 events += result.events
             self._lock_live_tables()
             check_no_dependents(conn, self.live)
+            copy_other_columns(
+                conn,
+                self.live.schema,
+                self.live.tasks,
+                self.copies.tasks,
+                PROJECTED_COLUMNS,
+            )
             for name, copy in zip(
                 self.live.read_model_names, self.copies.read_model_names, strict=True
             ):

@@ -2,8 +2,9 @@
 
 CREATE TABLE ... (LIKE ... INCLUDING ALL) copies columns, defaults, constraints
 and indexes, but not the table's owner, grants, row level security and its
-policies, replica identity, storage parameters, comment, triggers or
-publication membership, and it gives the indexes new names. A publication
+policies, replica identity, storage parameters, comment, triggers and their
+enabled state, rules, foreign keys, column statistics targets or publication
+membership, and it gives the indexes new names. A publication
 lists tables by OID, so a renamed copy is not in the live table's publications
 until it is added. replace_table() reads all of these from the live table
 before dropping it and applies them to the copy after renaming it.
@@ -68,11 +69,45 @@ order by p.pubname
 """
 
 _TRIGGERS = """
-select pg_get_triggerdef(t.oid) as definition
+select t.tgname as name, pg_get_triggerdef(t.oid) as definition,
+    t.tgenabled as enabled
 from pg_trigger t
 where t.tgrelid = %s and not t.tgisinternal
 order by t.tgname
 """
+
+# Rules other than a view's, and foreign keys, which LIKE does not copy.
+_RULES_AND_FOREIGN_KEYS = """
+select pg_get_ruledef(r.oid) as definition
+from pg_rewrite r
+where r.ev_class = %(oid)s and r.rulename <> '_RETURN'
+union all
+select format('alter table %%s add constraint %%I %%s', c.conrelid::regclass,
+    c.conname, pg_get_constraintdef(c.oid))
+from pg_constraint c
+where c.conrelid = %(oid)s and c.contype = 'f'
+"""
+
+# Columns with a statistics target of their own (-1 is the default).
+_STATISTICS_TARGETS = """
+select a.attname as name, a.attstattarget as target
+from pg_attribute a
+where a.attrelid = %s and a.attnum > 0 and not a.attisdropped
+  and a.attstattarget >= 0
+order by a.attnum
+"""
+
+# The columns of a table that are stored, not generated.
+_STORED_COLUMNS = """
+select a.attname as name
+from pg_attribute a
+where a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+  and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
+order by a.attnum
+"""
+
+# The ALTER TABLE clause for each pg_trigger.tgenabled state but the default.
+_TRIGGER_STATES = {"D": "disable", "R": "enable replica", "A": "enable always"}
 
 _INDEXES = """
 select ci.relname as name, pg_get_indexdef(i.indexrelid) as definition
@@ -90,6 +125,14 @@ where a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
 order by a.attnum
 """
 
+_CONSTRAINTS = """
+select pg_get_constraintdef(c.oid) as definition
+from pg_constraint c
+where c.conrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+  and c.contype <> 'f'
+order by 1
+"""
+
 _POLICY_COMMANDS = {"r": "select", "a": "insert", "w": "update", "d": "delete"}
 _REPLICA_IDENTITIES = {"d": "default", "f": "full", "n": "nothing"}
 
@@ -102,8 +145,10 @@ class TableSettings:
     grants: list[DictRow]
     policies: list[DictRow]
     publications: list[DictRow]
-    triggers: list[str]
+    triggers: list[DictRow]
     indexes: dict[str, str]
+    rules_and_foreign_keys: list[str]
+    statistics_targets: list[DictRow]
 
 
 def table_exists(conn: Connection[DictRow], schema: str, name: str) -> bool:
@@ -118,11 +163,41 @@ def table_exists(conn: Connection[DictRow], schema: str, name: str) -> bool:
 def same_columns(
     conn: Connection[DictRow], schema: str, first: str, other: str
 ) -> bool:
-    """Tell whether two tables have the same columns, types and NOT NULLs in order."""
-    columns = [
-        conn.execute(_COLUMNS, (schema, name)).fetchall() for name in (first, other)
+    """Tell whether two tables have the same columns, types and NOT NULLs in
+    order, and the same constraints apart from their names."""
+    shapes = [
+        (
+            conn.execute(_COLUMNS, (schema, name)).fetchall(),
+            conn.execute(_CONSTRAINTS, (schema, name)).fetchall(),
+        )
+        for name in (first, other)
     ]
-    return columns[0] == columns[1]
+    return shapes[0] == shapes[1]
+
+
+def copy_other_columns(
+    conn: Connection[DictRow],
+    schema: str,
+    live: str,
+    copy: str,
+    written: frozenset[str],
+) -> None:
+    """Copy the values of the stored columns that the projector does not write.
+
+    Columns that users added to the live table keep their values in the copy,
+    matched by id.
+    """
+    rows = conn.execute(_STORED_COLUMNS, (schema, live)).fetchall()
+    others = [Identifier(row["name"]) for row in rows if row["name"] not in written]
+    if not others:
+        return
+    names = SQL(", ").join(others)
+    values = SQL(", ").join(SQL("l.{}").format(column) for column in others)
+    conn.execute(
+        SQL("update {} c set ({}) = row({}) from {} l where c.id = l.id").format(
+            Identifier(schema, copy), names, values, Identifier(schema, live)
+        )
+    )
 
 
 def create_copy(conn: Connection[DictRow], schema: str, live: str, copy: str) -> None:
@@ -176,10 +251,15 @@ def _capture(conn: Connection[DictRow], schema: str, name: str) -> TableSettings
         grants=conn.execute(_GRANTS, (oid,)).fetchall(),
         policies=conn.execute(_POLICIES, (oid,)).fetchall(),
         publications=conn.execute(_PUBLICATIONS, (oid,)).fetchall(),
-        triggers=[row["definition"] for row in conn.execute(_TRIGGERS, (oid,))],
+        triggers=conn.execute(_TRIGGERS, (oid,)).fetchall(),
         indexes={
             row["name"]: row["definition"] for row in conn.execute(_INDEXES, (oid,))
         },
+        rules_and_foreign_keys=[
+            row["definition"]
+            for row in conn.execute(_RULES_AND_FOREIGN_KEYS, {"oid": oid})
+        ],
+        statistics_targets=conn.execute(_STATISTICS_TARGETS, (oid,)).fetchall(),
     )
 
 
@@ -248,10 +328,31 @@ def _apply(
         conn.execute(_grant_statement(table, grant))
     for policy in captured.policies:
         conn.execute(_policy_statement(table, policy))
-    for definition in captured.triggers:
+    _apply_triggers(conn, table, captured.triggers)
+    for definition in captured.rules_and_foreign_keys:
         conn.execute(SQL(definition))
+    for column in captured.statistics_targets:
+        conn.execute(
+            SQL("alter table {} alter column {} set statistics {}").format(
+                table, Identifier(column["name"]), Literal(column["target"])
+            )
+        )
     for membership in captured.publications:
         conn.execute(_publication_statement(table, membership))
+
+
+def _apply_triggers(
+    conn: Connection[DictRow], table: Identifier, triggers: list[DictRow]
+) -> None:
+    for trigger in triggers:
+        conn.execute(SQL(trigger["definition"]))
+        state = _TRIGGER_STATES.get(trigger["enabled"])
+        if state is not None:
+            conn.execute(
+                SQL(f"alter table {{}} {state} trigger {{}}").format(
+                    table, Identifier(trigger["name"])
+                )
+            )
 
 
 def _apply_row_security(

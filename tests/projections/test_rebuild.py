@@ -52,6 +52,12 @@ CATALOG_QUERIES = {
     "obj_description(oid, 'pg_class') from pg_class where oid = %(table)s::regclass",
     "publications": "select pubname from pg_publication_tables "
     "where schemaname = %(schema)s and tablename = %(name)s",
+    "triggers": "select tgname, tgenabled, pg_get_triggerdef(oid) from pg_trigger "
+    "where tgrelid = %(table)s::regclass and not tgisinternal",
+    "rules": "select rulename, definition from pg_rules "
+    "where schemaname = %(schema)s and tablename = %(name)s",
+    "statistics targets": "select attname, attstattarget from pg_attribute "
+    "where attrelid = %(table)s::regclass and attnum > 0",
 }
 
 
@@ -109,6 +115,65 @@ def test_rebuild_keeps_table_settings(
     assert after == before
     assert before["agent_tasks"]["publications"] == [("supabase_realtime",)]
     assert before["agent_tasks"]["policies"]
+
+
+def test_rebuild_keeps_user_additions(
+    ledger: TaskLedger,
+    database_url: str,
+    schema: str,
+    db: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    load(ledger, database_url, schema, 20)
+    for statement in (
+        "create table owners (name text primary key)",
+        "insert into owners select distinct agent_id from agent_tasks",
+        "alter table agent_tasks add constraint agent_owner "
+        "foreign key (agent_id) references owners (name)",
+        "alter table agent_tasks add column reviewed boolean",
+        "update agent_tasks set reviewed = true where attempts > 1",
+        "create function keep() returns trigger language plpgsql "
+        "as 'begin return new; end'",
+        "create trigger keep_rows before update on agent_tasks "
+        "for each row execute function keep()",
+        "alter table agent_tasks disable trigger keep_rows",
+        "create rule no_truncate as on delete to agent_tasks "
+        "where old.status = 'processing' do instead nothing",
+        "alter table agent_tasks alter column message set statistics 500",
+    ):
+        db.execute(statement.encode())
+    reviewed = db.execute("select id from agent_tasks where reviewed").fetchall()
+    before = catalog(database_url, schema, "agent_tasks")
+
+    ledger.rebuild()
+
+    assert catalog(database_url, schema, "agent_tasks") == before
+    assert reviewed
+    assert db.execute("select id from agent_tasks where reviewed").fetchall() == (
+        reviewed
+    )
+
+
+def test_rebuild_restarts_copies_after_new_constraint(
+    ledger: TaskLedger,
+    database_url: str,
+    schema: str,
+    db: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    load(ledger, database_url, schema, 60)
+
+    def interrupt(report: RebuildProgress) -> None:
+        raise RebuildStoppedError
+
+    with pytest.raises(RebuildStoppedError):
+        ledger.rebuild(progress=interrupt, batch_size=50)
+    db.execute(
+        "alter table agent_tasks add constraint some_attempts check (attempts > 0)"
+    )
+    result = ledger.rebuild()
+    constraints = catalog(database_url, schema, "agent_tasks")["constraints"]
+
+    assert not result.resumed
+    assert ("some_attempts", "CHECK ((attempts > 0))") in constraints
 
 
 def test_rebuilt_table_keeps_row_level_security(
