@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Generator
 from datetime import datetime
@@ -11,9 +12,12 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    StrictInt,
+    StrictStr,
     ValidationError,
     field_validator,
 )
+from pydantic_core import ErrorDetails
 
 from domain.errors import InvalidInputError
 from domain.status import TaskStatus
@@ -45,7 +49,9 @@ class TransitionLine(BaseModel):
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
-    task_id: str
+    # A whole number is read as its digits. Other numbers are rejected,
+    # because 100, 1e2 and 100.0 would all be task "100", and 1e400 "inf".
+    task_id: StrictStr | StrictInt
     status: TaskStatus
     occurred_at: AwareDatetime
     agent_id: str | None = None
@@ -112,7 +118,7 @@ def _check_first_line(content: bytes, name: str) -> None:
 def parse_line(raw: bytes, number: int) -> Entry:
     where = f"line {number}"
     try:
-        line = TransitionLine.model_validate_json(raw)
+        line = _validate(raw)
         return _transition(line, number, where)
     except ValidationError as error:
         return Rejected(number, where, describe_validation_error(error))
@@ -120,8 +126,32 @@ def parse_line(raw: bytes, number: int) -> Entry:
         return Rejected(number, where, str(error))
 
 
+def _validate(raw: bytes) -> TransitionLine:
+    """Validate one line, also when its strings hold lone surrogate escapes.
+
+    pydantic's JSON parser rejects an escape such as \\ud800 that is not half
+    of a pair, and Python's accepts it, so such a line is read with Python's.
+    The cleaners then replace the lone surrogate with U+FFFD, as in the other
+    formats.
+    """
+    try:
+        return TransitionLine.model_validate_json(raw)
+    except ValidationError as error:
+        if error.errors()[0]["type"] != "json_invalid" or b"\\u" not in raw:
+            raise
+        try:
+            document = json.loads(raw, parse_constant=_reject_constant)
+        except ValueError:
+            raise error from None
+        return TransitionLine.model_validate(document)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _transition(line: TransitionLine, number: int, where: str) -> Transition:
-    external_id = require_id("task_id", line.task_id)
+    external_id = require_id("task_id", str(line.task_id))
     # Only a missing field gets the default. An explicit "" is invalid, as it
     # is through the Python API.
     creation = {
@@ -150,25 +180,38 @@ def _or_default(value: str | None) -> str:
     return DEFAULT_ID if value is None else value
 
 
+def _describe_invalid_json(first: ErrorDetails) -> str:
+    detail = str(first["ctx"].get("error", first["msg"]))
+    # The parser counts lines within the one line it was given, so its
+    # "line 1 column N" is column N of the file's line, and "line 2" means
+    # the JSON ended at the line break.
+    detail = re.sub(r" at line 1 column (\d+)$", r" at column \1", detail)
+    detail = re.sub(r" at line 2 column \d+$", " at the end of the line", detail)
+    return f"invalid JSON: {detail}"
+
+
 def describe_validation_error(error: ValidationError) -> str:
-    """Return the first problem pydantic found, as one sentence."""
-    first = error.errors(include_url=False)[0]
+    """Return the first problem pydantic found, as one sentence.
+
+    An unknown field comes first, because a misspelt field also leaves the
+    field it meant missing.
+    """
+    errors = error.errors(include_url=False)
+    unknown = [item for item in errors if item["type"] == "extra_forbidden"]
+    first = (unknown or errors)[0]
     if first["type"] == "json_invalid":
-        detail = str(first["ctx"].get("error", first["msg"]))
-        # The parser counts lines within the one line it was given, so its
-        # "line 1 column N" is column N of the file's line, and "line 2" means
-        # the JSON ended at the line break.
-        detail = re.sub(r" at line 1 column (\d+)$", r" at column \1", detail)
-        detail = re.sub(r" at line 2 column \d+$", " at the end of the line", detail)
-        return f"invalid JSON: {detail}"
+        return _describe_invalid_json(first)
     if not first["loc"]:
         return f"the line is not a JSON object: {first['msg']}"
     field_name = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "missing":
-        return f"field {field_name} is missing"
-    if first["type"] == "extra_forbidden":
-        return f"field {field_name} is not a known field"
+    if first["type"] in _FIELD_PROBLEMS:
+        return f"field {field_name} {_FIELD_PROBLEMS[first['type']]}"
+    if first["loc"][0] == "task_id":
+        return "field task_id is invalid: give a string or a whole number"
     if first["type"] == "enum":
         allowed = ", ".join(status.value for status in TaskStatus)
         return f"status {first['input']!r} is not one of: {allowed}"
     return f"field {field_name} is invalid: {first['msg']}"
+
+
+_FIELD_PROBLEMS = {"missing": "is missing", "extra_forbidden": "is not a known field"}

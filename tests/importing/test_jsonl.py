@@ -24,6 +24,7 @@ from taskledger.importing import (
     task_uuid,
 )
 from taskledger.importing.jsonl import parse_line
+from taskledger.importing.records import Transition
 from tests.importing.generate_history import write_history
 from tests.importing.helpers import (
     event_count,
@@ -669,3 +670,48 @@ def test_invalid_json_names_the_file_line_column(raw: bytes, reason: str) -> Non
 
     assert isinstance(rejected, Rejected)
     assert rejected.reason == f"invalid JSON: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("task_id", "reason"),
+    [
+        ("100", None),
+        ("12345678901234567890", None),
+        ("100.0", "field task_id is invalid: give a string or a whole number"),
+        ("1e400", "field task_id is invalid: give a string or a whole number"),
+    ],
+)
+def test_numeric_task_id_must_be_whole(task_id: str, reason: str | None) -> None:
+    raw = (
+        f'{{"task_id": {task_id}, "status": "pending", '
+        '"occurred_at": "2024-05-01T10:00:00Z"}'
+    )
+
+    entry = parse_line(raw.encode(), 3)
+
+    if reason is None:
+        assert isinstance(entry, Transition)
+        assert entry.external_id == task_id
+    else:
+        assert entry == Rejected(3, "line 3", reason)
+
+
+def test_lone_surrogate_escape_becomes_replacement() -> None:
+    raw = (
+        b'{"task_id": "a\\ud800b", "status": "pending", '
+        b'"occurred_at": "2024-05-01T10:00:00Z", "message": "x\\udfff"}'
+    )
+
+    entry = parse_line(raw, 1)
+
+    assert isinstance(entry, Transition)
+    assert entry.external_id == "a\ufffdb"
+    assert entry.creation["message"] == "x\ufffd"
+
+
+def test_misspelt_field_is_named_first() -> None:
+    raw = b'{"task_id": "a", "state": "pending", "occurred_at": "2024-05-01T10:00:00Z"}'
+
+    entry = parse_line(raw, 2)
+
+    assert entry == Rejected(2, "line 2", "field state is not a known field")
