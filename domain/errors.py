@@ -18,8 +18,8 @@ class InvalidInputError(CommandRejectedError, ValueError):
 
 
 class TaskNotFoundError(CommandRejectedError, LookupError):
-    def __init__(self, task_id: UUID | str) -> None:
-        super().__init__(f"task {task_id} not found")
+    def __init__(self, task_id: UUID | str, reason: str = "not found") -> None:
+        super().__init__(f"task {task_id} {reason}")
         self.task_id = task_id
 
 

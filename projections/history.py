@@ -96,7 +96,11 @@ def get_task_at(
         record = record.model_copy(update={"position": row["position"]})
     if record is None:
         assert at is not None
-        raise TaskNotFoundError(task_id)
+        created = rows[0]["occurred_at"].isoformat()
+        raise TaskNotFoundError(
+            task_id,
+            f"did not exist yet at {at.isoformat()}: it was created at {created}",
+        )
     return record
 
 
