@@ -13,6 +13,7 @@ from rich.table import Table
 from domain.status import TaskStatus
 from taskledger.cli_common import (
     console,
+    error_console,
     format_milliseconds,
     open_ledger,
     reported_errors,
@@ -20,6 +21,7 @@ from taskledger.cli_common import (
 )
 from taskledger.demo import FleetConfig, FleetSimulator, FleetTotals
 from taskledger.demo.view import LedgerFigures, LedgerWatcher
+from taskledger.ledger import TaskLedger
 
 # Seconds that tasks still running at the end get to finish, after --seconds
 # or --tasks and after Ctrl-C. The tasks still open then are cancelled.
@@ -96,6 +98,8 @@ def demo(
         speed=speed,
     )
     with open_ledger(settings_of(context)) as ledger:
+        if not (live and console.is_terminal):
+            _announce(ledger, seconds)
         simulator = FleetSimulator(ledger, config)
         watcher = LedgerWatcher(ledger)
         started = time.monotonic()
@@ -110,6 +114,17 @@ def demo(
             "open at the end and cancelled.",
             highlight=False,
         )
+
+
+def _announce(ledger: TaskLedger, seconds: float | None) -> None:
+    """Say what runs where, since without a live view nothing shows until the end."""
+    length = "until Ctrl-C" if seconds is None else f"for {seconds:g} s"
+    error_console.print(
+        f"The demo runs {length} on schema {ledger.schema} of {ledger.database}; "
+        "its summary follows.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _run(

@@ -25,6 +25,7 @@ from domain.values import (
 )
 from infrastructure.errors import translated_errors
 from infrastructure.listen_updates import UpdateFilter
+from infrastructure.settings import mask_conninfo
 from projections.history import (
     HistoryEntry,
     check_point_in_time,
@@ -140,6 +141,11 @@ class TaskLedger(LedgerCommands):
     @property
     def schema(self) -> str:
         return self._connection.schema
+
+    @property
+    def database(self) -> str:
+        """The database URL, with its password replaced by ***."""
+        return mask_conninfo(self._connection.url)
 
     def close(self) -> None:
         self._feed.close()

@@ -233,6 +233,7 @@ def test_demo_runs_for_given_seconds(invoke: Invoke, db: Db) -> None:
     )
 
     assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("The demo runs for 2 s on schema ")
     assert "Demo summary" in result.stdout
     assert "tasks created" in result.stdout
     assert "p95 duration (ledger)" in result.stdout
