@@ -117,7 +117,7 @@ def demo(
 
 
 def _announce(ledger: TaskLedger, seconds: float | None) -> None:
-    """Say what runs where, since without a live view nothing shows until the end."""
+    """Print the demo's length and database, as nothing else shows until the end."""
     length = "until Ctrl-C" if seconds is None else f"for {seconds:g} s"
     error_console.print(
         f"The demo runs {length} on schema {ledger.schema} of {ledger.database}; "
