@@ -254,7 +254,7 @@ def test_task_at_rejects_bad_points(ledger: TaskLedger) -> None:
 
     with pytest.raises(InvalidInputError, match="head version 2"):
         ledger.get_task_at(task.id, version=3)
-    with pytest.raises(TaskNotFoundError, match="did not exist yet at .*: it was"):
+    with pytest.raises(TaskNotFoundError, match=r"did not exist yet at .*: it was"):
         ledger.get_task_at(task.id, at=at(-1))
     with pytest.raises(InvalidInputError, match="either version or at"):
         ledger.get_task_at(task.id, version=1, at=at(5))
@@ -262,7 +262,7 @@ def test_task_at_rejects_bad_points(ledger: TaskLedger) -> None:
         ledger.get_task_at(task.id, version=0)
     with pytest.raises(InvalidInputError, match="time zone"):
         ledger.get_task_at(task.id, at=datetime(2026, 5, 4, 9, 0))
-    with pytest.raises(TaskNotFoundError, match="0000 not found$"):
+    with pytest.raises(TaskNotFoundError, match=r"0000 not found$"):
         ledger.get_task_at("00000000-0000-0000-0000-000000000000")
 
 
