@@ -72,21 +72,41 @@ class TrackedTask:
     An import keeps one per task in flight. The deque of commands ahead
     exists only while it contains some, because an empty deque takes 760
     bytes, a quarter of a tracked task. other_source is the latest source,
-    other than this import's, that imported commands of the task, and
-    imported_elsewhere the status and time of each of those commands.
+    other than this import's, that imported commands of the task.
+    elsewhere lists the status and time of each of those commands in order,
+    and elsewhere_next is the index of the one the next line may repeat.
     """
 
     task: Task | None
     next_ordinal: int
     ahead: deque[RecordedCommand] | None = None
     other_source: str | None = None
-    imported_elsewhere: set[tuple[TaskStatus, datetime]] | None = None
+    elsewhere: list[tuple[TaskStatus, datetime]] | None = None
+    elsewhere_next: int | None = None
 
-    def was_imported_elsewhere(self, status: TaskStatus, moment: datetime) -> bool:
-        """Return whether another source imported this status at this moment."""
-        if self.imported_elsewhere is None:
+    def repeats_elsewhere(self, transition: tuple[TaskStatus, datetime]) -> bool:
+        """Return whether the transition repeats what another source imported.
+
+        The task's first line in this file may repeat any of those commands,
+        and each later line must repeat the one after the previous match. The
+        first line that does not ends the matching for this task, so a file
+        that continues another appends everything after that line.
+        """
+        if self.elsewhere is None:
             return False
-        return (status, moment) in self.imported_elsewhere
+        if self.elsewhere_next is None:
+            index = (
+                self.elsewhere.index(transition) if transition in self.elsewhere else -1
+            )
+        else:
+            index = self.elsewhere_next
+            if index >= len(self.elsewhere) or self.elsewhere[index] != transition:
+                index = -1
+        if index < 0:
+            self.elsewhere = None
+            return False
+        self.elsewhere_next = index + 1
+        return True
 
     def next_ahead(self) -> RecordedCommand | None:
         """Return the first command ahead, if any, without taking it."""
@@ -182,8 +202,8 @@ class TaskLoader:
             if command.source not in (None, self.source):
                 tracked.other_source = command.source
                 if (transition := command.transition) is not None:
-                    tracked.imported_elsewhere = tracked.imported_elsewhere or set()
-                    tracked.imported_elsewhere.add(transition)
+                    tracked.elsewhere = tracked.elsewhere or []
+                    tracked.elsewhere.append(transition)
         split = len(history)
         for index, command in enumerate(history):
             if command.source == self.source and (command.line or 0) >= line:

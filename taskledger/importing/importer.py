@@ -288,10 +288,10 @@ def _imported_elsewhere(entry: Transition, tracked: TrackedTask) -> bool:
     transition at this point.
     """
     transition = (entry.status, entry.occurred_at)
-    if not tracked.was_imported_elsewhere(*transition):
-        return False
     recorded = tracked.next_ahead()
-    return recorded is None or recorded.transition != transition
+    if recorded is not None and recorded.transition == transition:
+        return False
+    return tracked.repeats_elsewhere(transition)
 
 
 def _source_hint(other_source: str | None) -> str:

@@ -401,6 +401,32 @@ def test_overlapping_file_appends_only_new_lines(
     assert event_types(db, "a") == ["created", "started", "completed"]
 
 
+def test_continuation_in_same_second_is_not_skipped(
+    ledger: TaskLedger, db: Db, tmp_path: Path
+) -> None:
+    monday = [line("a", "pending", 0), line("a", "processing", 0)]
+    tuesday = [
+        line("a", "failed", 0),
+        line("a", "pending", 0),
+        line("a", "processing", 0),
+        line("a", "completed", 1),
+    ]
+    run_import(ledger, write_jsonl(tmp_path / "monday.jsonl", monday))
+
+    summary, rejected = run_import(ledger, write_jsonl(tmp_path / "tue.jsonl", tuesday))
+
+    assert rejected == []
+    assert (summary.imported, summary.skipped) == (4, 0)
+    assert event_types(db, "a") == [
+        "created",
+        "started",
+        "failed",
+        "retried",
+        "started",
+        "completed",
+    ]
+
+
 def test_changed_copy_names_earlier_source(ledger: TaskLedger, tmp_path: Path) -> None:
     first = [line("a", "pending", 0), line("a", "processing", 5)]
     changed = [line("a", "pending", 0), line("a", "processing", 3)]
