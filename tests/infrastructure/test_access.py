@@ -328,3 +328,31 @@ def test_service_role_reads_read_model_only(
         db.execute(sql.SQL("select count(*) from {}").format(target))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             db.execute(sql.SQL("delete from {}").format(target))
+
+
+def test_service_role_cannot_move_read_model_checkpoint(
+    db: Db, owners: Owners, schema: str
+) -> None:
+    checkpoints = sql.Identifier(schema, "projection_checkpoints")
+    with (
+        acting_as(db, "service_role"),
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="projector"),
+    ):
+        db.execute(
+            sql.SQL(
+                "update {} set position = position + 1 where projection = 'agent_tasks'"
+            ).format(checkpoints)
+        )
+    with acting_as(db, "service_role"):
+        db.execute(
+            sql.SQL(
+                "insert into {} (projection, position) values ('reports', 0)"
+            ).format(checkpoints)
+        )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="projector"):
+            db.execute(
+                sql.SQL(
+                    "insert into {} (projection, position) "
+                    "values ('agent_tasks_rebuild', 9)"
+                ).format(checkpoints)
+            )
