@@ -115,12 +115,14 @@ def _forget_ended_processes(data_dir: Path) -> None:
 
 
 def _is_running(pid: int) -> bool:
+    """Return whether the process runs; a zombie, killed but not reaped, does not."""
+    import psutil  # noqa: PLC0415 (installed with pgserver)
+
     if pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
