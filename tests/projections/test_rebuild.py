@@ -424,14 +424,33 @@ def test_dependents_block_rebuild_before_replay(
         "language sql as 'select * from agent_tasks'"
     )
     db.execute("create table notes (task_id uuid references agent_tasks (id))")
+    db.execute(
+        "create function task_count() returns bigint language sql "
+        "begin atomic select count(*) from agent_tasks; end"
+    )
+    db.execute("create table reviews (id int primary key)")
+    db.execute("alter table reviews enable row level security")
+    db.execute(
+        "create policy reviewed_tasks on reviews using "
+        "(exists (select from agent_tasks where attempts = reviews.id))"
+    )
+    db.execute("create table snapshots (task agent_tasks)")
+    db.execute("create type task_pair as (first agent_tasks, second agent_tasks)")
 
     with pytest.raises(RebuildBlockedError) as raised:
         ledger.rebuild()
 
     message = str(raised.value)
-    assert f"view {schema}.open_tasks" in message
-    assert f"function {schema}.all_tasks()" in message
-    assert f"foreign key notes_task_id_fkey of table {schema}.notes" in message
+    for described in (
+        f"view {schema}.open_tasks",
+        f"function {schema}.all_tasks()",
+        f"constraint notes_task_id_fkey on table {schema}.notes",
+        f"function {schema}.task_count()",
+        f"policy reviewed_tasks on table {schema}.reviews",
+        f"column task of table {schema}.snapshots",
+        f"column first of composite type {schema}.task_pair",
+    ):
+        assert described in message
     copy = db.execute("select to_regclass('agent_tasks_rebuild')").fetchone()
     assert copy == (None,)
 
