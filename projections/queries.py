@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -23,12 +25,49 @@ MAX_OFFSET = 2**31 - 1
 
 
 class TaskPage(BaseModel):
-    """One page of a task list and the number of tasks that match in all."""
+    """One page of a task list and the number of tasks that match in all.
+
+    next_cursor, passed as `after`, gives the page after this one; it is None
+    when this page has fewer tasks than the limit.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     tasks: list[TaskRecord]
     total: int
+    next_cursor: str | None = None
+
+
+# A cursor names the last task of a page by its place in the page order.
+Cursor = tuple[datetime, int]
+_MAX_CURSOR_LENGTH = 100
+
+
+def encode_cursor(created_at: datetime, created_position: int) -> str:
+    """Return the cursor after a task, as get_tasks orders them."""
+    text = f"{created_at.isoformat()}|{created_position}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: object) -> Cursor:
+    """Return the place a cursor names, or raise InvalidInputError."""
+    invalid = InvalidInputError(
+        f"after {cursor!r:.60} is not a cursor that get_tasks returned; pass a "
+        "page's next_cursor"
+    )
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= _MAX_CURSOR_LENGTH:
+        raise invalid
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
+        moment, position = text.split("|")
+        created_at = datetime.fromisoformat(moment)
+        created_position = int(position)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise invalid from None
+    if created_at.tzinfo is None or created_position < 0:
+        raise invalid
+    return created_at, created_position
 
 
 @dataclass(frozen=True)
@@ -194,6 +233,7 @@ def get_tasks(
     task_filter: TaskFilter,
     limit: int,
     offset: int,
+    after: Cursor | None = None,
 ) -> TaskPage:
     """Return the newest tasks first, with the total read in the same snapshot.
 
@@ -202,7 +242,7 @@ def get_tasks(
     every match in page order, while a separate count can use an index-only
     scan of the filter's index.
     """
-    where, params = task_filter.where()
+    where, params = _after(*task_filter.where(), after)
     with conn.transaction():
         conn.execute("set transaction isolation level repeatable read, read only")
         # LOCK takes no snapshot, so a query that waits here behind a rebuild's
@@ -213,8 +253,28 @@ def get_tasks(
         rows = conn.execute(
             page_statement(tables, where), [*params, limit, offset]
         ).fetchall()
-        if offset == 0 and len(rows) < limit:
+        if offset == 0 and after is None and len(rows) < limit:
             total = len(rows)
         else:
             total = _count_matches(conn, tables, task_filter)
-    return TaskPage(tasks=[record_from_row(row) for row in rows], total=total)
+    next_cursor = None
+    if rows and len(rows) == limit:
+        next_cursor = encode_cursor(
+            rows[-1]["created_at"], rows[-1]["created_position"]
+        )
+    return TaskPage(
+        tasks=[record_from_row(row) for row in rows],
+        total=total,
+        next_cursor=next_cursor,
+    )
+
+
+def _after(
+    where: Composed, params: list[object], after: Cursor | None
+) -> tuple[Composed, list[object]]:
+    """Add the condition that keeps the tasks after a cursor, in page order."""
+    if after is None:
+        return where, params
+    term = SQL("(created_at, created_position) < (%s, %s)")
+    joined = where + SQL(" and ") + term if list(where) else SQL(" where ") + term
+    return Composed([joined]), [*params, *after]

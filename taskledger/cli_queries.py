@@ -119,6 +119,15 @@ def tasks(
     offset: Annotated[
         int, typer.Option("--offset", min=0, help="Matching tasks to skip first.")
     ] = 0,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            "--after",
+            metavar="CURSOR",
+            help="Start after the page that printed this cursor; tasks created "
+            "meanwhile shift nothing.",
+        ),
+    ] = None,
     wait: WaitOption = DEFAULT_WAIT_SECONDS,
     as_json: JsonOption = False,
 ) -> None:
@@ -134,11 +143,14 @@ def tasks(
             created_before,
             limit,
             offset,
+            after,
         )
     if as_json:
         typer.echo(page.model_dump_json())
         return
     caption = f"{len(page.tasks):,} of {page.total:,} matching tasks"
+    if page.next_cursor is not None:
+        caption += f"\nnext page: --after {page.next_cursor}"
     if console.width < TASK_TABLE_WIDTH:
         _print_task_lines(page.tasks, caption)
         return

@@ -38,6 +38,7 @@ from projections.queries import (
     TaskFilter,
     TaskPage,
     check_page,
+    decode_cursor,
     get_task,
     get_tasks,
 )
@@ -183,18 +184,24 @@ class TaskLedger(LedgerCommands):
         created_before: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
     ) -> TaskPage:
         """Return a page of matching tasks, newest first, and the count of matches.
 
         created_after is inclusive and created_before exclusive; limit is 1 to
-        1000. The page and its total come from one snapshot.
+        1000. The page and its total come from one snapshot. after, a page's
+        next_cursor, starts the page after that one, so that tasks created
+        meanwhile shift nothing.
         """
         task_filter = TaskFilter.validated(
             agent_id, status, user_id, task_type, created_after, created_before
         )
         page_limit, page_offset = check_page(limit, offset)
+        cursor = None if after is None else decode_cursor(after)
         with self._reading("get_tasks") as conn:
-            return get_tasks(conn, self._tables, task_filter, page_limit, page_offset)
+            return get_tasks(
+                conn, self._tables, task_filter, page_limit, page_offset, cursor
+            )
 
     def get_statistics(
         self,

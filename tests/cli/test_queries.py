@@ -160,6 +160,26 @@ def test_tasks_lists_filtered_page(invoke: Invoke, ledger: TaskLedger) -> None:
     assert str(ids[0]) not in table.stdout
 
 
+def test_tasks_after_cursor_prints_next_page(
+    invoke: Invoke, ledger: TaskLedger
+) -> None:
+    ids = fill(ledger)
+
+    first = invoke("tasks", "--limit", "2", "--json")
+    cursor = json.loads(first.stdout)["next_cursor"]
+    table = invoke("tasks", "--limit", "2")
+    second = invoke("tasks", "--limit", "2", "--after", cursor, "--json")
+    wrong = invoke("tasks", "--after", "nonsense")
+
+    assert first.exit_code == 0, first.output
+    assert f"next page: --after {cursor}" in table.stdout
+    page = json.loads(second.stdout)
+    assert [task["id"] for task in page["tasks"]] == [str(ids[0])]
+    assert page["next_cursor"] is None
+    assert wrong.exit_code == 1
+    assert "is not a cursor that get_tasks returned" in wrong.stderr
+
+
 def test_tasks_narrow_terminal_prints_lines(
     invoke: Invoke, ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:

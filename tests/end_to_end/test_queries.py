@@ -53,6 +53,42 @@ def test_tasks_page_carries_total_of_matches(ledger: TaskLedger) -> None:
     assert page.total == 7
 
 
+def test_tasks_cursor_pages_through_ties_and_inserts(ledger: TaskLedger) -> None:
+    created = [
+        ledger.create_task("a", "A", "m", "chat", occurred_at=at(0)) for _ in range(7)
+    ]
+    seen = []
+    page = ledger.get_tasks(limit=3)
+    while True:
+        seen.extend(task.id for task in page.tasks)
+        # A task created between pages goes first, before the cursor.
+        ledger.create_task("a", "A", "m", "chat", occurred_at=at(5))
+        if page.next_cursor is None:
+            break
+        page = ledger.get_tasks(limit=3, after=page.next_cursor)
+
+    assert seen == [task.id for task in reversed(created)]
+
+
+def test_tasks_cursor_of_last_page_is_none(ledger: TaskLedger) -> None:
+    for n in range(4):
+        ledger.create_task("a", "A", "m", "chat", occurred_at=at(n))
+
+    first = ledger.get_tasks(limit=2)
+    second = ledger.get_tasks(limit=3, after=first.next_cursor)
+
+    assert first.next_cursor is not None
+    assert len(second.tasks) == 2
+    assert second.next_cursor is None
+    assert second.total == 4
+
+
+@pytest.mark.parametrize("cursor", ["", "nonsense", "MjAyNnxh", "x" * 300])
+def test_tasks_foreign_cursor_is_rejected(ledger: TaskLedger, cursor: str) -> None:
+    with pytest.raises(InvalidInputError, match="not a cursor that get_tasks returned"):
+        ledger.get_tasks(after=cursor)
+
+
 def test_tasks_page_past_end_keeps_total(ledger: TaskLedger) -> None:
     for n in range(3):
         ledger.create_task("a", "A", "m", "chat", occurred_at=at(n))
