@@ -119,6 +119,7 @@ def parse_line(raw: bytes, number: int) -> Entry:
     where = f"line {number}"
     try:
         line = _validate(raw)
+        _check_fields_once(raw)
         return _transition(line, number, where)
     except ValidationError as error:
         return Rejected(number, where, describe_validation_error(error))
@@ -144,6 +145,29 @@ def _validate(raw: bytes) -> TransitionLine:
         except ValueError:
             raise error from None
         return TransitionLine.model_validate(document)
+
+
+def _check_fields_once(raw: bytes) -> None:
+    """Raise InvalidInputError if a field of the line is given twice.
+
+    JSON parsers keep the last of two equal keys, so a line with two statuses
+    would import one of them silently. Only a line that names a field twice
+    anywhere is parsed again, to look at its top-level keys.
+    """
+    if not any(raw.count(quoted) > 1 for quoted in _QUOTED_FIELDS):
+        return
+    try:
+        keys = json.loads(raw, object_pairs_hook=lambda pairs: [k for k, _ in pairs])
+    except ValueError:
+        return
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise InvalidInputError(
+            f"field {repeated[0]} is given more than once; keep one of them"
+        )
+
+
+_QUOTED_FIELDS = [f'"{name}"'.encode() for name in TransitionLine.model_fields]
 
 
 def _reject_constant(name: str) -> None:

@@ -741,3 +741,28 @@ def test_misspelt_field_is_named_first() -> None:
     entry = parse_line(raw, 2)
 
     assert entry == Rejected(2, "line 2", "field state is not a known field")
+
+
+def test_field_given_twice_is_rejected() -> None:
+    raw = (
+        b'{"task_id": "a", "status": "pending", "status": "cancelled", '
+        b'"occurred_at": "2024-05-01T10:00:00Z"}'
+    )
+
+    entry = parse_line(raw, 4)
+
+    assert entry == Rejected(
+        4, "line 4", "field status is given more than once; keep one of them"
+    )
+
+
+def test_field_names_inside_values_are_not_repeats() -> None:
+    raw = (
+        b'{"task_id": "a", "status": "pending", "occurred_at": "2024-05-01T10:00:00Z",'
+        b' "metadata": {"status": 1, "deep": {"status": 2}}, "message": "\\"status\\""}'
+    )
+
+    entry = parse_line(raw, 1)
+
+    assert isinstance(entry, Transition)
+    assert entry.metadata == {"status": 1, "deep": {"status": 2}}
