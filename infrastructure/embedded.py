@@ -104,12 +104,11 @@ def _forget_ended_processes(data_dir: Path) -> None:
             return
         alive = [pid for pid in pids if isinstance(pid, int) and _is_running(pid)]
         if alive != pids:
+            ended = [pid for pid in pids if pid not in alive]
             logger.info(
-                "forgetting ended users of the embedded PostgreSQL",
-                extra={
-                    "action": "embedded_forget",
-                    "pids": sorted(set(pids) - set(alive)),
-                },
+                "forgetting ended users of the embedded PostgreSQL: %s",
+                ended,
+                extra={"action": "embedded_forget"},
             )
             path.write_text(json.dumps(alive))
 

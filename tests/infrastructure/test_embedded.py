@@ -41,7 +41,7 @@ def test_server_stops_after_killed_user(tmp_path: Path, state: str) -> None:
     first.stop()
     unreaped = zombie() if state == "zombie" else None
     pid = ended_pid() if unreaped is None else unreaped.pid
-    (data_dir / HANDLES_FILE).write_text(json.dumps([pid]))
+    (data_dir / HANDLES_FILE).write_text(json.dumps([pid, ["not a pid"]]))
 
     server = EmbeddedPostgres(data_dir)
     url = server.start()
