@@ -15,23 +15,23 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL
 
 from domain.record import TaskRecord, evolve
-from infrastructure.mapper import PydanticMapper
 from projections.changes import TaskChange
 from projections.events import decode_event
+from projections.projector import TaskProjector
 from projections.read_model import TaskUpdateWriter
-from projections.tables import ProjectionTables
 
 BATCH_SIZE = 1000
 _COLUMNS = SQL("position, task_id, version, topic, payload::text as payload, state")
 
 
 class MissedUpdates:
-    """A writer of task_updates and of the checkpoint of a projection, from events."""
+    """A writer of a projection's task_updates and checkpoint, from events alone."""
 
-    def __init__(self, tables: ProjectionTables) -> None:
+    def __init__(self, projector: TaskProjector) -> None:
+        tables = projector.tables
         assert tables.updates is not None
-        self.tables = tables
-        self.mapper = PydanticMapper()
+        self.projector = projector
+        self.mapper = projector.mapper
         self.writer = TaskUpdateWriter(tables.table(tables.updates))
         self._select_batch = SQL(
             "select {} from {} where position > %s and position <= %s "
@@ -41,10 +41,6 @@ class MissedUpdates:
             "select {} from {} where task_id = any(%s) and position <= %s "
             "order by position"
         ).format(_COLUMNS, tables.events_table)
-        self._move_checkpoint = SQL(
-            "update {} set position = %s, updated_at = clock_timestamp() "
-            "where projection = %s"
-        ).format(tables.checkpoints_table)
 
     def write(self, conn: Connection[DictRow], after: int, through: int) -> int:
         """Write the updates of events after position `after` up to `through`.
@@ -64,10 +60,7 @@ class MissedUpdates:
                 self.writer.write(cursor, changes)
                 position = rows[-1]["position"]
                 written += len(rows)
-            cursor.execute(self._move_checkpoint, (through, self.tables.projection))
-            cursor.execute(
-                "select pg_notify(%s, %s)", (self.tables.updates_channel, str(through))
-            )
+            self.projector.advance(cursor, through)
         return written
 
     def _load_earlier(

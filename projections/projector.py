@@ -248,13 +248,16 @@ class TaskProjector:
             self.update_writer.write(cursor, changes)
         for writer in self.extra_writers:
             writer.write(cursor, changes)
-        last = changes[-1].position
-        cursor.execute(self._move_checkpoint, (last, self.tables.projection))
+        self.advance(cursor, changes[-1].position)
+        return following
+
+    def advance(self, cursor: Cursor[DictRow], position: int) -> None:
+        """Move the checkpoint to position and, with notify, wake subscribers."""
+        cursor.execute(self._move_checkpoint, (position, self.tables.projection))
         if self.notify:
             cursor.execute(
-                "select pg_notify(%s, %s)", (self.tables.updates_channel, str(last))
+                "select pg_notify(%s, %s)", (self.tables.updates_channel, str(position))
             )
-        return following
 
     def _write_pipelined(
         self,

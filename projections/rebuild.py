@@ -115,8 +115,8 @@ def rebuild_projection(
 
     Raises ConfigurationError when the schema has no ledger tables,
     RebuildInProgressError when another rebuild of the schema runs,
-    RebuildBlockedError when views, functions or foreign keys depend on the
-    live tables, and StorageError when readers kept the live tables locked
+    RebuildBlockedError when other objects, such as views, depend on the live
+    tables, and StorageError when readers kept the live tables locked
     longer than lock_timeout seconds in each of swap_attempts attempts.
     """
     live = ProjectionTables(schema)
@@ -162,8 +162,8 @@ def _require_ledger_tables(conn: Connection[DictRow], live: ProjectionTables) ->
 def check_no_dependents(conn: Connection[DictRow], live: ProjectionTables) -> None:
     """Raise RebuildBlockedError if objects depend on a live read model table.
 
-    The swap drops the live tables, which fails while a view, a function of
-    the table's row type or a foreign key depends on one.
+    The swap drops the live tables, which fails while any object outside the
+    table depends on one (see table_dependents).
     """
     found = [
         (name, objects)
@@ -392,7 +392,7 @@ class _Swap:
             checkpoint,
             extra={"action": "rebuild_damaged_read_model", "position": checkpoint},
         )
-        MissedUpdates(self.live).write(self.conn, checkpoint, head)
+        MissedUpdates(self.live_projector).write(self.conn, checkpoint, head)
 
     def _lock_live_tables(self) -> None:
         self.conn.execute(self.live.lock_read_model("access exclusive"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from psycopg import Connection
 from psycopg.rows import DictRow
 
-# Every object with a normal dependency on the table or on its row type: views,
-# functions that read the table or take or return its row type, policies and
-# foreign keys of other tables, columns and composite types of its row type.
-# DROP TABLE fails for each of them. The table's own rules, policies,
-# triggers, constraints, defaults, indexes and statistics are left out: the
+# Every object with a normal dependency on the table or on its row type, for
+# which DROP TABLE fails. Examples are views, functions that read the table or
+# use its row type, policies and foreign keys of other tables, and columns or
+# composite types of its row type. The table's own rules, policies, triggers,
+# constraints, defaults, indexes and statistics are left out, because the
 # rebuild carries them over.
 _DEPENDENTS = """
 with target as (

@@ -192,13 +192,12 @@ def main() -> None:
     misplaced = misplaced_global_option(sys.argv[1:])
     if misplaced is not None:
         option, command = misplaced
-        raise SystemExit(
-            fail(
-                f"{option} is a global option, so it goes before the command: "
-                f"taskledger {option} VALUE {command} ...",
-                USAGE_ERROR,
-            ).exit_code
+        fail(
+            f"{option} is a global option, so it goes before the command: "
+            f"taskledger {option} VALUE {command} ...",
+            USAGE_ERROR,
         )
+        raise SystemExit(USAGE_ERROR)
     app()
 
 

@@ -95,14 +95,14 @@ class TrackedTask:
         if self.elsewhere is None:
             return False
         if self.elsewhere_next is None:
-            index = (
-                self.elsewhere.index(transition) if transition in self.elsewhere else -1
-            )
+            matches = transition in self.elsewhere
+            index = self.elsewhere.index(transition) if matches else 0
         else:
             index = self.elsewhere_next
-            if index >= len(self.elsewhere) or self.elsewhere[index] != transition:
-                index = -1
-        if index < 0:
+            matches = (
+                index < len(self.elsewhere) and self.elsewhere[index] == transition
+            )
+        if not matches:
             self.elsewhere = None
             return False
         self.elsewhere_next = index + 1

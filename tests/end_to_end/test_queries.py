@@ -53,7 +53,7 @@ def test_tasks_page_carries_total_of_matches(ledger: TaskLedger) -> None:
     assert page.total == 7
 
 
-def test_tasks_cursor_pages_through_ties_and_inserts(ledger: TaskLedger) -> None:
+def test_tasks_cursor_survives_ties_and_inserts(ledger: TaskLedger) -> None:
     created = [
         ledger.create_task("a", "A", "m", "chat", occurred_at=at(0)) for _ in range(7)
     ]

@@ -756,7 +756,7 @@ def test_field_given_twice_is_rejected() -> None:
     )
 
 
-def test_field_names_inside_values_are_not_repeats() -> None:
+def test_nested_field_names_are_not_repeats() -> None:
     raw = (
         b'{"task_id": "a", "status": "pending", "occurred_at": "2024-05-01T10:00:00Z",'
         b' "metadata": {"status": 1, "deep": {"status": 2}}, "message": "\\"status\\""}'

@@ -330,7 +330,7 @@ def test_service_role_reads_read_model_only(
             db.execute(sql.SQL("delete from {}").format(target))
 
 
-def test_service_role_cannot_move_read_model_checkpoint(
+def test_service_role_cannot_move_checkpoint(
     db: Db, owners: Owners, schema: str
 ) -> None:
     checkpoints = sql.Identifier(schema, "projection_checkpoints")
